@@ -1,0 +1,22 @@
+//! Keyway's view of Redis: what each node says about itself, and where to route.
+//!
+//! This crate is the control plane of one proxy. It is not the data path (see
+//! `keyway-io`) and it never touches a client connection.
+//!
+//! Modules, bottom up:
+//! - [`observation`]: what a probe saw (role, loading, failure), plain data.
+//! - [`reply`]: Redis replies (`ROLE`, `INFO replication`, `PING`) to observations; pure.
+//! - [`decision`]: the routing decision, a pure state machine taking `now` as an argument.
+//! - [`probe`]: the `Prober` task, one long-lived connection per node.
+//! - [`monitor`]: the `Monitor` task of one service: runs its probers, feeds the
+//!   decision, publishes the route on a watch channel.
+
+pub mod decision;
+pub mod monitor;
+pub mod observation;
+pub mod probe;
+pub mod reply;
+
+pub use decision::{Event, Health, NodeState, Router};
+pub use monitor::{Monitor, RouteWatch};
+pub use observation::{NodeRole, ProbeOutcome, ProbeReport, Role};

@@ -1,0 +1,937 @@
+//! Redis replies to observations: bytes to RESP2 frames, frames to roles. Pure:
+//! no I/O, no clock.
+//!
+//! Invariants:
+//! - Nothing here panics on any input, however hostile: every byte comes from the
+//!   network. Proptests feed arbitrary bytes through [`decode_frame`] and every
+//!   parser.
+//! - [`decode_frame`] never hands the RESP decoder a frame nested deeper than
+//!   [`MAX_DEPTH`] (the decoder recurses once per level, so a megabyte of `*1\r\n`
+//!   would overflow the stack and abort the process) and never lets a buffer grow
+//!   past [`MAX_REPLY_BYTES`] without a complete frame.
+//! - A reply is either understood exactly or rejected: an unknown role string, a
+//!   missing field or a wrong type is an error, never a guess.
+//! - An error reply (`-NOPERM ...`) is [`ReplyError::Refused`], distinct from a
+//!   reply that makes no sense ([`ReplyError::Malformed`]), so the prober can
+//!   fall back from `ROLE` to `INFO replication` on `NOPERM` only.
+//! - `Display` of a [`ReplyError`] is short, lowercase, and holds no text chosen
+//!   by the node beyond a sanitised error code: it ends up in logs and in
+//!   `ProbeOutcome::Failed`.
+
+use std::fmt;
+use std::str;
+
+use bytes::BytesMut;
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+
+use crate::observation::{NodeRole, Role};
+
+/// A RESP2 frame as decoded from a node's socket.
+pub type Frame = BytesFrame;
+
+/// A read buffer holding this many bytes and still no complete frame is garbage.
+/// The largest reply a probe expects, `INFO replication` or `ROLE` of a master
+/// with many replicas, is a few kilobytes.
+pub const MAX_REPLY_BYTES: usize = 1 << 20;
+
+/// Deepest array nesting accepted. `ROLE` of a master is three levels deep.
+pub const MAX_DEPTH: usize = 8;
+
+/// Longest error code kept from an error reply (`NOPERM`, `WRONGPASS`, ...).
+const MAX_CODE_LEN: usize = 24;
+
+/// Why a reply could not be turned into an observation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// The node answered with an error reply. `message` is the node's full text,
+    /// kept for debugging and never displayed.
+    #[error("refused ({code})")]
+    Refused { code: ErrorCode, message: String },
+    /// The bytes are not RESP2, or the frame does not have the expected shape.
+    #[error("malformed reply: {0}")]
+    Malformed(&'static str),
+    /// A well-formed reply naming a role this proxy does not know.
+    #[error("unknown role")]
+    UnknownRole(String),
+}
+
+impl ReplyError {
+    /// The error code if the node refused the command.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        match self {
+            ReplyError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    fn refused(text: &str) -> Self {
+        ReplyError::Refused {
+            code: ErrorCode::from_error_text(text),
+            message: text.to_owned(),
+        }
+    }
+}
+
+/// The first word of an error reply, which Redis uses as a machine-readable code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// ACLs forbid the command (`-NOPERM`).
+    NoPerm,
+    /// The connection has not authenticated (`-NOAUTH`).
+    NoAuth,
+    /// Wrong user name or password (`-WRONGPASS`).
+    WrongPass,
+    /// The node is loading its dataset (`-LOADING`).
+    Loading,
+    /// A replica whose link to its master is down refuses commands
+    /// (`-MASTERDOWN`, with `replica-serve-stale-data no`).
+    MasterDown,
+    /// A script or module is blocking the node (`-BUSY`).
+    Busy,
+    /// Any other code, lowercased, ASCII alphanumerics only, at most 24 chars.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code of an error reply's text (without the leading `-`).
+    pub fn from_error_text(text: &str) -> Self {
+        let word = text.split_ascii_whitespace().next().unwrap_or("");
+        match word {
+            "NOPERM" => ErrorCode::NoPerm,
+            "NOAUTH" => ErrorCode::NoAuth,
+            "WRONGPASS" => ErrorCode::WrongPass,
+            "LOADING" => ErrorCode::Loading,
+            "MASTERDOWN" => ErrorCode::MasterDown,
+            "BUSY" => ErrorCode::Busy,
+            // Sanitised: this text reaches logs and the status page.
+            other => ErrorCode::Other(
+                other
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(MAX_CODE_LEN)
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Authentication failed or is missing: a configuration problem, not a node one.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ErrorCode::NoAuth | ErrorCode::WrongPass)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorCode::NoPerm => "noperm",
+            ErrorCode::NoAuth => "noauth",
+            ErrorCode::WrongPass => "wrongpass",
+            ErrorCode::Loading => "loading",
+            ErrorCode::MasterDown => "masterdown",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Other(code) if code.is_empty() => "error",
+            ErrorCode::Other(code) => code,
+        })
+    }
+}
+
+/// Takes one complete frame off the front of `buf`.
+///
+/// `Ok(None)`: more bytes are needed. The buffer is only consumed when a whole
+/// frame is returned. Errors are final: the stream can no longer be trusted.
+pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, ReplyError> {
+    let Some(len) = frame_extent(buf)? else {
+        if buf.len() > MAX_REPLY_BYTES {
+            return Err(ReplyError::Malformed("reply too large"));
+        }
+        return Ok(None);
+    };
+    if len > MAX_REPLY_BYTES {
+        return Err(ReplyError::Malformed("reply too large"));
+    }
+    match decode_bytes_mut(buf) {
+        Ok(Some((frame, amt, _))) if amt == len => Ok(Some(frame)),
+        // The scan and the decoder disagree on where the frame ends (or whether it
+        // is complete): neither can be trusted with the rest of the stream.
+        Ok(_) => Err(ReplyError::Malformed("inconsistent resp framing")),
+        Err(_) => Err(ReplyError::Malformed("invalid resp")),
+    }
+}
+
+/// Finds where the first frame of `buf` ends, without recursion and without
+/// allocating more than one counter per nesting level.
+///
+/// This is a guard in front of the decoder: it bounds nesting depth and spots
+/// incomplete input cheaply. It follows the decoder's own framing rules (a
+/// simple line runs to the first CRLF; a bulk string is its length plus two
+/// bytes) so both agree on the frame's length.
+fn frame_extent(buf: &[u8]) -> Result<Option<usize>, ReplyError> {
+    // Items still expected by each open array, innermost last.
+    let mut open: Vec<u64> = Vec::new();
+    let mut pos = 0usize;
+    loop {
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let Some(line_len) = find_crlf(&buf[pos + 1..]) else {
+            // Reject a bad type byte at once rather than waiting for a CRLF.
+            if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
+                return Err(ReplyError::Malformed("invalid resp type"));
+            }
+            return Ok(None);
+        };
+        let line = &buf[pos + 1..pos + 1 + line_len];
+        pos += 1 + line_len + 2;
+        match kind {
+            b'+' | b'-' | b':' => {}
+            b'$' => match parse_len(line)? {
+                None => {}
+                Some(n) => {
+                    let Some(end) = usize::try_from(n)
+                        .ok()
+                        .and_then(|n| pos.checked_add(n))
+                        .and_then(|end| end.checked_add(2))
+                    else {
+                        return Err(ReplyError::Malformed("bulk string too long"));
+                    };
+                    if end > buf.len() {
+                        return Ok(None);
+                    }
+                    pos = end;
+                }
+            },
+            b'*' => match parse_len(line)? {
+                None | Some(0) => {}
+                Some(n) => {
+                    if open.len() >= MAX_DEPTH {
+                        return Err(ReplyError::Malformed("reply nested too deep"));
+                    }
+                    open.push(n);
+                    continue;
+                }
+            },
+            _ => return Err(ReplyError::Malformed("invalid resp type")),
+        }
+        // One item is complete: it counts towards its array, which may complete
+        // in turn and count towards its own parent.
+        loop {
+            match open.last_mut() {
+                None => return Ok(Some(pos)),
+                Some(left) => {
+                    *left -= 1;
+                    if *left > 0 {
+                        break;
+                    }
+                    open.pop();
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A RESP length: `None` for `-1` (null), an error for any other negative value.
+fn parse_len(line: &[u8]) -> Result<Option<u64>, ReplyError> {
+    let n: i64 = str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(ReplyError::Malformed("invalid length"))?;
+    match n {
+        -1 => Ok(None),
+        n => u64::try_from(n)
+            .map(Some)
+            .map_err(|_| ReplyError::Malformed("invalid length")),
+    }
+}
+
+/// A `ROLE` reply, with the details the reply carries beyond the role itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleReply {
+    /// `["master", offset, [[ip, port, offset], ...]]`
+    Master {
+        repl_offset: i64,
+        replicas: Vec<ReplicaEntry>,
+    },
+    /// `["slave", master_ip, master_port, state, offset]`; the offset is -1
+    /// until the first sync.
+    Replica {
+        master_host: String,
+        master_port: u16,
+        link: String,
+        repl_offset: i64,
+    },
+    /// `["sentinel", [master_name, ...]]`
+    Sentinel { masters: Vec<String> },
+}
+
+/// One replica as a master's `ROLE` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaEntry {
+    pub host: String,
+    pub port: u16,
+    pub repl_offset: i64,
+}
+
+impl RoleReply {
+    /// Parses a `ROLE` reply.
+    pub fn from_frame(frame: &Frame) -> Result<Self, ReplyError> {
+        let items = match frame {
+            Frame::Array(items) => items,
+            Frame::Error(text) => return Err(ReplyError::refused(text)),
+            _ => return Err(ReplyError::Malformed("role reply is not an array")),
+        };
+        let Some((name, rest)) = items.split_first() else {
+            return Err(ReplyError::Malformed("role reply is empty"));
+        };
+        let name = text(name).ok_or(ReplyError::Malformed("role name is not a string"))?;
+        match (name, rest) {
+            ("master", [offset, replicas]) => {
+                let Frame::Array(replicas) = replicas else {
+                    return Err(ReplyError::Malformed("replica list is not an array"));
+                };
+                Ok(RoleReply::Master {
+                    repl_offset: integer(offset)
+                        .ok_or(ReplyError::Malformed("master offset is not an integer"))?,
+                    replicas: replicas
+                        .iter()
+                        .map(ReplicaEntry::from_frame)
+                        .collect::<Result<_, _>>()?,
+                })
+            }
+            ("slave", [host, port, link, offset]) => Ok(RoleReply::Replica {
+                master_host: text(host)
+                    .ok_or(ReplyError::Malformed("master host is not a string"))?
+                    .to_owned(),
+                master_port: integer(port)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .ok_or(ReplyError::Malformed("master port is not a port"))?,
+                link: text(link)
+                    .ok_or(ReplyError::Malformed("replica state is not a string"))?
+                    .to_owned(),
+                repl_offset: integer(offset)
+                    .ok_or(ReplyError::Malformed("replica offset is not an integer"))?,
+            }),
+            ("sentinel", [masters]) => {
+                let Frame::Array(masters) = masters else {
+                    return Err(ReplyError::Malformed("master list is not an array"));
+                };
+                Ok(RoleReply::Sentinel {
+                    masters: masters
+                        .iter()
+                        .map(|m| text(m).map(str::to_owned))
+                        .collect::<Option<_>>()
+                        .ok_or(ReplyError::Malformed("master name is not a string"))?,
+                })
+            }
+            ("master" | "slave" | "sentinel", _) => {
+                Err(ReplyError::Malformed("role reply has the wrong length"))
+            }
+            (other, _) => Err(ReplyError::UnknownRole(other.to_owned())),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self {
+            RoleReply::Master { .. } => Role::Master,
+            RoleReply::Replica { .. } => Role::Replica,
+            RoleReply::Sentinel { .. } => Role::Sentinel,
+        }
+    }
+}
+
+impl ReplicaEntry {
+    fn from_frame(frame: &Frame) -> Result<Self, ReplyError> {
+        // Redis sends the port and offset of each replica as strings.
+        let Frame::Array(fields) = frame else {
+            return Err(ReplyError::Malformed("replica entry is not an array"));
+        };
+        let [host, port, offset] = fields.as_slice() else {
+            return Err(ReplyError::Malformed("replica entry has the wrong length"));
+        };
+        Ok(ReplicaEntry {
+            host: text(host)
+                .ok_or(ReplyError::Malformed("replica host is not a string"))?
+                .to_owned(),
+            port: integer(port)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(ReplyError::Malformed("replica port is not a port"))?,
+            repl_offset: integer(offset)
+                .ok_or(ReplyError::Malformed("replica offset is not an integer"))?,
+        })
+    }
+}
+
+impl Role {
+    /// The role named by a `ROLE` reply.
+    pub fn from_role_frame(frame: &Frame) -> Result<Role, ReplyError> {
+        RoleReply::from_frame(frame).map(|reply| reply.role())
+    }
+
+    /// The role named by the `role:` line of `INFO replication` text.
+    pub fn from_info_replication(info: &str) -> Result<Role, ReplyError> {
+        let value = info
+            .lines()
+            .find_map(|line| line.trim_end_matches('\r').strip_prefix("role:"))
+            .ok_or(ReplyError::Malformed("no role line in info"))?;
+        match value.trim() {
+            "master" => Ok(Role::Master),
+            "slave" => Ok(Role::Replica),
+            other => Err(ReplyError::UnknownRole(other.to_owned())),
+        }
+    }
+
+    /// The role named by an `INFO replication` reply frame (a bulk string).
+    pub fn from_info_frame(frame: &Frame) -> Result<Role, ReplyError> {
+        match frame {
+            Frame::BulkString(bytes) => {
+                Role::from_info_replication(&String::from_utf8_lossy(bytes))
+            }
+            Frame::Error(text) => Err(ReplyError::refused(text)),
+            _ => Err(ReplyError::Malformed("info reply is not a bulk string")),
+        }
+    }
+}
+
+/// Whether a node is loading its dataset, from its reply to `PING`.
+///
+/// `PING` is refused with `-LOADING` while the dataset loads, when `ROLE` and
+/// `INFO` still answer; that is why the probe sends both. Any other error is a
+/// refusal (for example `-MASTERDOWN` from a stale replica, or `-BUSY`).
+pub fn loading_from_ping(ping: &Frame) -> Result<bool, ReplyError> {
+    match ping {
+        Frame::SimpleString(s) if s.as_ref() == b"PONG" => Ok(false),
+        Frame::Error(text) => match ErrorCode::from_error_text(text) {
+            ErrorCode::Loading => Ok(true),
+            _ => Err(ReplyError::refused(text)),
+        },
+        _ => Err(ReplyError::Malformed("ping reply is not pong")),
+    }
+}
+
+impl NodeRole {
+    /// A node's state from its replies to the pipeline `ROLE`, `PING`.
+    pub fn from_role_and_ping(role: &Frame, ping: &Frame) -> Result<NodeRole, ReplyError> {
+        Ok(NodeRole {
+            role: Role::from_role_frame(role)?,
+            loading: loading_from_ping(ping)?,
+        })
+    }
+
+    /// A node's state from its replies to the pipeline `INFO replication`, `PING`.
+    pub fn from_info_and_ping(info: &Frame, ping: &Frame) -> Result<NodeRole, ReplyError> {
+        Ok(NodeRole {
+            role: Role::from_info_frame(info)?,
+            loading: loading_from_ping(ping)?,
+        })
+    }
+}
+
+/// The text of a simple or bulk string frame.
+fn text(frame: &Frame) -> Option<&str> {
+    match frame {
+        Frame::SimpleString(b) | Frame::BulkString(b) => str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+/// An integer frame, or a string holding an integer (replica entries use those).
+fn integer(frame: &Frame) -> Option<i64> {
+    match frame {
+        Frame::Integer(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, ReplyError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = decode_frame(&mut buf)? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
+    fn one(bytes: &[u8]) -> Frame {
+        let frames = decode_all(bytes).expect("valid resp");
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        frames.into_iter().next().expect("one frame")
+    }
+
+    fn pair(bytes: &[u8]) -> (Frame, Frame) {
+        let mut frames = decode_all(bytes).expect("valid resp").into_iter();
+        let pair = (
+            frames.next().expect("first"),
+            frames.next().expect("second"),
+        );
+        assert!(frames.next().is_none());
+        pair
+    }
+
+    // Replies captured from redis-server 7.0.15 (raw bytes on the socket).
+    const MASTER_ALONE: &[u8] = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n+PONG\r\n";
+    const MASTER_WITH_REPLICA: &[u8] = b"*3\r\n$6\r\nmaster\r\n:171\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$5\r\n17002\r\n$2\r\n14\r\n+PONG\r\n";
+    const REPLICA_HANDSHAKE: &[u8] =
+        b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:17001\r\n$9\r\nhandshake\r\n:-1\r\n+PONG\r\n";
+    const REPLICA_CONNECTED: &[u8] =
+        b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:17001\r\n$9\r\nconnected\r\n:171\r\n+PONG\r\n";
+    const SENTINEL: &[u8] = b"*2\r\n$8\r\nsentinel\r\n*1\r\n$8\r\nmymaster\r\n+PONG\r\n";
+    const MASTER_LOADING: &[u8] =
+        b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n-LOADING Redis is loading the dataset in memory\r\n";
+    const REPLICA_STALE: &[u8] = b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:1\r\n$7\r\nconnect\r\n:-1\r\n-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n";
+    const NOPERM_ROLE: &[u8] =
+        b"-NOPERM this user has no permissions to run the 'role' command\r\n+PONG\r\n";
+    const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+    const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    const AUTH_NO_PASSWORD: &[u8] = b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n";
+    const INFO_MASTER: &str = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=127.0.0.1,port=17002,state=wait_bgsave,offset=0,lag=0\r\nmaster_failover_state:no-failover\r\nmaster_replid:de863fdbf30ad71c6eefc17465e241591a34006e\r\nmaster_replid2:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:1\r\nrepl_backlog_size:1048576\r\nrepl_backlog_first_byte_offset:1\r\nrepl_backlog_histlen:0\r\n";
+    const INFO_REPLICA: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:17001\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_sync_in_progress:0\r\nslave_read_repl_offset:1\r\nslave_repl_offset:1\r\nmaster_link_down_since_seconds:-1\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\nconnected_slaves:0\r\n";
+
+    fn node_role(bytes: &[u8]) -> Result<NodeRole, ReplyError> {
+        let (role, ping) = pair(bytes);
+        NodeRole::from_role_and_ping(&role, &ping)
+    }
+
+    #[test]
+    fn master_reply() {
+        assert_eq!(
+            node_role(MASTER_ALONE),
+            Ok(NodeRole {
+                role: Role::Master,
+                loading: false
+            })
+        );
+        let (role, _) = pair(MASTER_WITH_REPLICA);
+        assert_eq!(
+            RoleReply::from_frame(&role),
+            Ok(RoleReply::Master {
+                repl_offset: 171,
+                replicas: vec![ReplicaEntry {
+                    host: "127.0.0.1".into(),
+                    port: 17002,
+                    repl_offset: 14
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn replica_reply() {
+        assert_eq!(
+            node_role(REPLICA_HANDSHAKE).map(|r| r.role),
+            Ok(Role::Replica)
+        );
+        let (role, _) = pair(REPLICA_CONNECTED);
+        assert_eq!(
+            RoleReply::from_frame(&role),
+            Ok(RoleReply::Replica {
+                master_host: "127.0.0.1".into(),
+                master_port: 17001,
+                link: "connected".into(),
+                repl_offset: 171
+            })
+        );
+    }
+
+    #[test]
+    fn sentinel_reply() {
+        let (role, ping) = pair(SENTINEL);
+        assert_eq!(
+            RoleReply::from_frame(&role),
+            Ok(RoleReply::Sentinel {
+                masters: vec!["mymaster".into()]
+            })
+        );
+        assert_eq!(
+            NodeRole::from_role_and_ping(&role, &ping).map(|r| r.role),
+            Ok(Role::Sentinel)
+        );
+    }
+
+    #[test]
+    fn loading_is_not_a_failure() {
+        assert_eq!(
+            node_role(MASTER_LOADING),
+            Ok(NodeRole {
+                role: Role::Master,
+                loading: true
+            })
+        );
+        assert!(
+            !node_role(MASTER_LOADING)
+                .expect("parses")
+                .is_writable_master()
+        );
+    }
+
+    #[test]
+    fn stale_replica_is_refused() {
+        let err = node_role(REPLICA_STALE).expect_err("masterdown");
+        assert_eq!(err.code(), Some(&ErrorCode::MasterDown));
+        assert_eq!(err.to_string(), "refused (masterdown)");
+    }
+
+    #[test]
+    fn error_codes_are_distinguishable() {
+        let err = node_role(NOPERM_ROLE).expect_err("noperm");
+        assert_eq!(err.code(), Some(&ErrorCode::NoPerm));
+        let auth = |bytes| Role::from_role_frame(&one(bytes)).expect_err("error reply");
+        assert!(auth(NOAUTH).code().is_some_and(ErrorCode::is_auth));
+        assert!(auth(WRONGPASS).code().is_some_and(ErrorCode::is_auth));
+        let other = auth(AUTH_NO_PASSWORD);
+        assert_eq!(other.code(), Some(&ErrorCode::Other("err".into())));
+        assert_eq!(other.to_string(), "refused (err)");
+        assert!(!other.code().is_some_and(ErrorCode::is_auth));
+    }
+
+    #[test]
+    fn error_code_is_sanitised() {
+        let code =
+            ErrorCode::from_error_text("WEIRD\u{1b}[31m-CODE-THAT-IS-WAY-TOO-LONG-FOR-A-LOG rest");
+        let shown = code.to_string();
+        assert!(shown.len() <= MAX_CODE_LEN);
+        assert!(
+            shown
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+        assert_eq!(ErrorCode::from_error_text("").to_string(), "error");
+    }
+
+    #[test]
+    fn bad_role_replies_are_errors() {
+        let cases: &[&[u8]] = &[
+            b"+OK\r\n",
+            b":1\r\n",
+            b"$-1\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*1\r\n:1\r\n",
+            b"*1\r\n$6\r\nmaster\r\n",
+            b"*3\r\n$6\r\nmaster\r\n$1\r\nx\r\n*0\r\n",
+            b"*3\r\n$6\r\nmaster\r\n:0\r\n:0\r\n",
+            b"*3\r\n$6\r\nmaster\r\n:0\r\n*1\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n",
+            b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:70000\r\n$9\r\nconnected\r\n:1\r\n",
+            b"*2\r\n$8\r\nsentinel\r\n*1\r\n:1\r\n",
+            b"*2\r\n$7\r\nprimary\r\n:0\r\n",
+            b"*1\r\n$2\r\n\xff\xfe\r\n",
+        ];
+        for case in cases {
+            assert!(
+                Role::from_role_frame(&one(case)).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        assert_eq!(
+            Role::from_role_frame(&one(b"*2\r\n$7\r\nprimary\r\n:0\r\n")),
+            Err(ReplyError::UnknownRole("primary".into()))
+        );
+    }
+
+    #[test]
+    fn info_replication() {
+        assert_eq!(Role::from_info_replication(INFO_MASTER), Ok(Role::Master));
+        assert_eq!(Role::from_info_replication(INFO_REPLICA), Ok(Role::Replica));
+        assert_eq!(
+            Role::from_info_replication("role:master\n"),
+            Ok(Role::Master)
+        );
+        assert!(matches!(
+            Role::from_info_replication("# Replication\r\n"),
+            Err(ReplyError::Malformed(_))
+        ));
+        assert!(matches!(
+            Role::from_info_replication("role:leader\r\n"),
+            Err(ReplyError::UnknownRole(_))
+        ));
+        let frame = Frame::BulkString(Bytes::from_static(INFO_REPLICA.as_bytes()));
+        let pong = Frame::SimpleString(Bytes::from_static(b"PONG"));
+        assert_eq!(
+            NodeRole::from_info_and_ping(&frame, &pong),
+            Ok(NodeRole {
+                role: Role::Replica,
+                loading: false
+            })
+        );
+        // A sentinel has no replication section.
+        let empty = Frame::BulkString(Bytes::new());
+        assert!(Role::from_info_frame(&empty).is_err());
+    }
+
+    #[test]
+    fn ping_replies() {
+        let f = |b| loading_from_ping(&one(b));
+        assert_eq!(f(b"+PONG\r\n"), Ok(false));
+        assert_eq!(
+            f(b"-LOADING Redis is loading the dataset in memory\r\n"),
+            Ok(true)
+        );
+        assert!(f(b"+OK\r\n").is_err());
+        assert!(f(b"$4\r\nPONG\r\n").is_err());
+        assert!(f(b"-BUSY script\r\n").is_err());
+    }
+
+    #[test]
+    fn decoding_in_pieces() {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for byte in MASTER_WITH_REPLICA {
+            buf.extend_from_slice(&[*byte]);
+            while let Some(frame) = decode_frame(&mut buf).expect("valid prefix") {
+                frames.push(frame);
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        assert!(buf.is_empty());
+        assert_eq!(Role::from_role_frame(&frames[0]), Ok(Role::Master));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_overflowed() {
+        let deep = b"*1\r\n".repeat(MAX_REPLY_BYTES / 4);
+        assert_eq!(
+            decode_all(&deep),
+            Err(ReplyError::Malformed("reply nested too deep"))
+        );
+        let ok = [b"*1\r\n".repeat(MAX_DEPTH), b":1\r\n".to_vec()].concat();
+        assert_eq!(decode_all(&ok).map(|f| f.len()), Ok(1));
+    }
+
+    #[test]
+    fn oversized_replies_are_rejected() {
+        // An incomplete bulk string that claims to be huge never completes...
+        let mut buf = BytesMut::from(&b"$100000000\r\n"[..]);
+        assert_eq!(decode_frame(&mut buf), Ok(None));
+        // ...and the caller learns once the buffer passes the limit.
+        buf.extend_from_slice(&vec![b'x'; MAX_REPLY_BYTES]);
+        assert_eq!(
+            decode_frame(&mut buf),
+            Err(ReplyError::Malformed("reply too large"))
+        );
+        // A line that never ends.
+        let mut buf = BytesMut::from(&vec![b'+'; MAX_REPLY_BYTES + 1][..]);
+        assert!(decode_frame(&mut buf).is_err());
+        // Lengths out of range.
+        for bad in [
+            &b"$-2\r\n"[..],
+            b"*-5\r\n",
+            b"$99999999999999999999999\r\n",
+            b"$x\r\n",
+        ] {
+            assert!(decode_all(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for junk in [
+            &b"HTTP/1.1 400 Bad Request\r\n\r\n"[..],
+            b"\x16\x03\x01",
+            b"SSH-2.0-OpenSSH\r\n",
+        ] {
+            assert_eq!(
+                decode_all(junk),
+                Err(ReplyError::Malformed("invalid resp type"))
+            );
+        }
+    }
+
+    /// Encodes a frame as RESP2, for generated replies.
+    fn encode(frame: &Frame, out: &mut Vec<u8>) {
+        match frame {
+            Frame::SimpleString(s) => {
+                out.push(b'+');
+                out.extend_from_slice(s);
+                out.extend_from_slice(b"\r\n");
+            }
+            Frame::Error(s) => out.extend_from_slice(format!("-{s}\r\n").as_bytes()),
+            Frame::Integer(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
+            Frame::BulkString(b) => {
+                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Frame::Array(items) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    encode(item, out);
+                }
+            }
+            Frame::Null => out.extend_from_slice(b"$-1\r\n"),
+        }
+    }
+
+    fn bulk(s: impl Into<Vec<u8>>) -> Frame {
+        Frame::BulkString(Bytes::from(s.into()))
+    }
+
+    fn master_frame() -> impl Strategy<Value = (Frame, RoleReply)> {
+        (
+            any::<i64>(),
+            prop::collection::vec(("[a-z0-9.:-]{1,40}", any::<u16>(), any::<i64>()), 0..6),
+        )
+            .prop_map(|(offset, replicas)| {
+                let frame = Frame::Array(vec![
+                    bulk("master"),
+                    Frame::Integer(offset),
+                    Frame::Array(
+                        replicas
+                            .iter()
+                            .map(|(h, p, o)| {
+                                Frame::Array(vec![
+                                    bulk(h.as_str()),
+                                    bulk(p.to_string()),
+                                    bulk(o.to_string()),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ]);
+                let reply = RoleReply::Master {
+                    repl_offset: offset,
+                    replicas: replicas
+                        .into_iter()
+                        .map(|(host, port, repl_offset)| ReplicaEntry {
+                            host,
+                            port,
+                            repl_offset,
+                        })
+                        .collect(),
+                };
+                (frame, reply)
+            })
+    }
+
+    fn replica_frame() -> impl Strategy<Value = (Frame, RoleReply)> {
+        (
+            "[a-z0-9.:-]{1,40}",
+            any::<u16>(),
+            prop::sample::select(vec![
+                "connect",
+                "connecting",
+                "sync",
+                "connected",
+                "handshake",
+            ]),
+            -1i64..i64::MAX,
+        )
+            .prop_map(|(host, port, link, offset)| {
+                let frame = Frame::Array(vec![
+                    bulk("slave"),
+                    bulk(host.as_str()),
+                    Frame::Integer(i64::from(port)),
+                    bulk(link),
+                    Frame::Integer(offset),
+                ]);
+                let reply = RoleReply::Replica {
+                    master_host: host,
+                    master_port: port,
+                    link: link.to_owned(),
+                    repl_offset: offset,
+                };
+                (frame, reply)
+            })
+    }
+
+    /// RESP-ish bytes: real frame prefixes mixed with noise, to get past the
+    /// first byte more often than uniform bytes would.
+    fn resp_ish() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop_oneof![
+            Just(b"*".to_vec()),
+            Just(b"$".to_vec()),
+            Just(b":".to_vec()),
+            Just(b"+".to_vec()),
+            Just(b"-".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"master".to_vec()),
+            Just(b"slave".to_vec()),
+            Just(b"LOADING".to_vec()),
+            (-3i64..12).prop_map(|n| n.to_string().into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..4),
+        ];
+        prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
+    }
+
+    fn exercise(bytes: &[u8], split: usize) {
+        let mut buf = BytesMut::new();
+        let (a, b) = bytes.split_at(split.min(bytes.len()));
+        let mut frames = Vec::new();
+        for chunk in [a, b] {
+            buf.extend_from_slice(chunk);
+            // After an error the buffer is poisoned; decoding on regardless is
+            // more hostile input, which is the point here.
+            while let Ok(Some(frame)) = decode_frame(&mut buf) {
+                frames.push(frame);
+            }
+        }
+        for frame in &frames {
+            let _ = RoleReply::from_frame(frame);
+            let _ = Role::from_info_frame(frame);
+            let _ = loading_from_ping(frame);
+        }
+        for w in frames.windows(2) {
+            let _ = NodeRole::from_role_and_ping(&w[0], &w[1]);
+            let _ = NodeRole::from_info_and_ping(&w[0], &w[1]);
+        }
+        let _ = Role::from_info_replication(&String::from_utf8_lossy(bytes));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), split in any::<usize>()) {
+            exercise(&bytes, split);
+        }
+
+        #[test]
+        fn resp_like_bytes_never_panic(bytes in resp_ish(), split in any::<usize>()) {
+            exercise(&bytes, split);
+        }
+
+        #[test]
+        fn generated_role_replies_parse((frame, expected) in prop_oneof![master_frame(), replica_frame()], split in any::<usize>()) {
+            let mut bytes = Vec::new();
+            encode(&frame, &mut bytes);
+            encode(&Frame::SimpleString(Bytes::from_static(b"PONG")), &mut bytes);
+            // Delivered in two pieces, cut anywhere.
+            let cut = split % (bytes.len() + 1);
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let mut frames = Vec::new();
+            while let Some(f) = decode_frame(&mut buf).expect("valid prefix") { frames.push(f); }
+            buf.extend_from_slice(&bytes[cut..]);
+            while let Some(f) = decode_frame(&mut buf).expect("valid resp") { frames.push(f); }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(frames.len(), 2);
+            prop_assert_eq!(RoleReply::from_frame(&frames[0]), Ok(expected.clone()));
+            prop_assert_eq!(
+                NodeRole::from_role_and_ping(&frames[0], &frames[1]),
+                Ok(NodeRole { role: expected.role(), loading: false })
+            );
+        }
+
+        #[test]
+        fn scan_agrees_with_decoder(bytes in resp_ish()) {
+            // Whenever the guard finds a complete frame, the decoder agrees on its
+            // length (decode_frame reports a disagreement as an error).
+            let mut buf = BytesMut::from(&bytes[..]);
+            if let Ok(Some(len)) = frame_extent(&bytes)
+                && len <= MAX_REPLY_BYTES
+            {
+                prop_assert_ne!(
+                    decode_frame(&mut buf),
+                    Err(ReplyError::Malformed("inconsistent resp framing"))
+                );
+            }
+        }
+    }
+}
