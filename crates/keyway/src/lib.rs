@@ -1,0 +1,27 @@
+//! Keyway: an L4 proxy in front of a Redis high-availability group that forwards
+//! each client connection to the confirmed master only.
+//!
+//! This crate is the binary's library half: wiring, the accept loop, sessions and
+//! the command line. Protocol logic lives elsewhere: `keyway-config` (files to a
+//! validated `Config`), `keyway-discovery` (probes and the pure routing decision),
+//! `keyway-io` (the forwarding engine), `keyway-lab` (real Redis for tests and
+//! `keyway lab`).
+//!
+//! Modules:
+//! - [`cli`]: the `keyway` command line (`run`, `check`, `lab`).
+//! - [`proxy`]: [`Proxy`], every service of a config running: monitors and listeners.
+//! - [`listener`]: the accept loop of one service, with its limits.
+//! - [`handler`]: one session: hold until a route exists, connect, forward, log.
+//! - [`logging`]: tracing set-up from `[log]`.
+//! - [`signals`]: SIGTERM / SIGINT stop, SIGHUP caught.
+//! - [`lab`]: `keyway lab`, a local HA lab with Keyway in front.
+
+pub mod cli;
+pub mod handler;
+pub mod lab;
+pub mod listener;
+pub mod logging;
+pub mod proxy;
+pub mod signals;
+
+pub use proxy::Proxy;
