@@ -3,6 +3,8 @@
 //! `KEYWAY_LOG`, when set, overrides the configured level (same syntax as
 //! `RUST_LOG`), so an operator can turn on debug logs without editing the file.
 
+use std::io::IsTerminal;
+
 use keyway_config::{Log, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -14,8 +16,10 @@ pub fn init(log: &Log) {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(&log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    // Colours only on a terminal: under systemd stderr goes to the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
