@@ -132,6 +132,8 @@ fn finish_service(
         timeouts: draft.timeouts,
         limits: draft.limits,
         tcp: draft.tcp,
+        // Filled in by the [service.sentinel] walker (next commit).
+        sentinel: None,
     })
 }
 

@@ -51,6 +51,46 @@ pub struct Service {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub tcp: Tcp,
+    /// `[service.sentinel]`: follow Redis Sentinel; `None` routes on probes alone.
+    pub sentinel: Option<Sentinel>,
+}
+
+/// The address of one Redis Sentinel.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SentinelAddr(pub SocketAddr);
+
+impl fmt::Display for SentinelAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for SentinelAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// `[service.sentinel]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    /// The master name Sentinel monitors (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// Every configured sentinel; a majority of these must agree on the master.
+    pub nodes: Vec<SentinelAddr>,
+    /// Credentials for the sentinels themselves (`username` + `password_file`).
+    pub auth: Option<Credentials>,
+    /// Time between two queries of one sentinel (> 0). Default: `check.interval`.
+    pub interval: Duration,
+    /// How long one sentinel query may take (> 0, <= interval). Default: `check.timeout`.
+    pub timeout: Duration,
+}
+
+impl Sentinel {
+    /// How many sentinels make a majority of the configured ones.
+    pub fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
 }
 
 /// The address of one Redis node. A newtype so that a node address and a client

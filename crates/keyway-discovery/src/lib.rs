@@ -19,4 +19,7 @@ pub mod reply;
 
 pub use decision::{Event, Health, NodeState, Router};
 pub use monitor::{Monitor, RouteWatch};
-pub use observation::{NodeRole, ProbeOutcome, ProbeReport, Role};
+pub use observation::{
+    NodeRole, ProbeOutcome, ProbeReport, Role, SentinelEvent, SentinelMessage, SentinelOutcome,
+    SentinelReport, SentinelView,
+};

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use keyway_config::NodeAddr;
+use keyway_config::{NodeAddr, SentinelAddr};
 
 /// A node's replication role, as its own `ROLE` (or `INFO replication`) says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,4 +60,55 @@ pub struct ProbeReport {
     /// Round-trip time of the probe (connect excluded when the connection was reused).
     pub latency: Duration,
     pub outcome: ProbeOutcome,
+}
+
+/// What one sentinel says about the service's master name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelView {
+    /// `SENTINEL get-master-addr-by-name`: the master it names, `None` when it
+    /// does not know the name.
+    pub master: Option<NodeAddr>,
+    /// `SENTINEL replicas`: every replica it knows of, whatever its flags (the
+    /// probes decide their health).
+    pub replicas: Vec<NodeAddr>,
+}
+
+/// The result of one query of one sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SentinelOutcome {
+    Answered(SentinelView),
+    /// No usable answer: refused, timed out, closed, garbage, auth failure.
+    Failed(String),
+}
+
+/// One sentinel query's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelReport {
+    pub sentinel: SentinelAddr,
+    /// When the query finished; the decision's `now`.
+    pub at: Instant,
+    pub outcome: SentinelOutcome,
+}
+
+/// One message a sentinel published on its event channels (`+switch-master`,
+/// `+sdown`, `-sdown`, `+odown`, `-odown`, `+convert-to-slave`,
+/// `+failover-end`, ...), for the timeline and to trigger re-checks. Events are
+/// hints: the decision never routes on an event alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelEvent {
+    pub sentinel: SentinelAddr,
+    pub at: Instant,
+    /// The channel, e.g. `+switch-master`.
+    pub kind: String,
+    /// The message as published (addresses, names, no secrets).
+    pub payload: String,
+    /// For `+switch-master` of our master name: the new master's address.
+    pub new_master: Option<NodeAddr>,
+}
+
+/// What a `SentinelWatcher` sends to its service's monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SentinelMessage {
+    Report(SentinelReport),
+    Event(SentinelEvent),
 }
