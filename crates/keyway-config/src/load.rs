@@ -13,10 +13,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use glob::{MatchOptions, Pattern};
+use toml::Spanned;
 
 use crate::problem::{Problem, Problems, Source};
-use crate::types::{Config, Credentials, Secret, Service};
-use crate::walk::{self, FileKind, ServiceDraft};
+use crate::types::{Config, Credentials, Secret, Sentinel, Service};
+use crate::walk::{self, FileKind, SentinelDraft, ServiceDraft};
 
 /// `Config::from_file`.
 pub(crate) fn from_file(path: &Path) -> Result<Config, Problems> {
@@ -102,27 +103,19 @@ pub(crate) fn from_toml_str(text: &str, origin: &Path) -> Result<Config, Problem
     })
 }
 
-/// Read the password file, then build the service if nothing is missing.
+/// Read the password files (the service's and its sentinels'), then build the
+/// service if nothing is missing. Every password file is read before giving up,
+/// so that each problem is reported.
 fn finish_service(
     draft: ServiceDraft,
     sources: &[Source],
     problems: &mut Vec<Problem>,
 ) -> Option<Service> {
     let src = &sources[draft.file];
-    let password = match &draft.password_file {
-        Some(path) => match read_password(&src.dir().join(path.get_ref())) {
-            Ok(secret) => Some(secret),
-            Err(message) => {
-                problems.push(src.problem(&path.span(), message));
-                None
-            }
-        },
-        None => None,
-    };
-    let auth = password.map(|password| Credentials {
-        username: draft.username.clone(),
-        password,
-    });
+    let auth = credentials(src, draft.username, draft.password_file.as_ref(), problems);
+    let sentinel = draft
+        .sentinel
+        .map(|sentinel| finish_sentinel(sentinel, src, problems));
     Some(Service {
         name: draft.name?.into_inner(),
         listen: draft.listen?.into_inner(),
@@ -132,9 +125,48 @@ fn finish_service(
         timeouts: draft.timeouts,
         limits: draft.limits,
         tcp: draft.tcp,
-        // Filled in by the [service.sentinel] walker (next commit).
-        sentinel: None,
+        // `Some(None)`: a problem in [service.sentinel] was reported.
+        sentinel: match sentinel {
+            Some(finished) => Some(finished?),
+            None => None,
+        },
     })
+}
+
+/// Read the sentinels' password file, then build [`Sentinel`] if nothing is
+/// missing.
+fn finish_sentinel(
+    draft: SentinelDraft,
+    src: &Source,
+    problems: &mut Vec<Problem>,
+) -> Option<Sentinel> {
+    let auth = credentials(src, draft.username, draft.password_file.as_ref(), problems);
+    Some(Sentinel {
+        master_name: draft.master_name?,
+        nodes: draft.nodes.into_iter().map(Spanned::into_inner).collect(),
+        auth,
+        interval: draft.interval,
+        timeout: draft.timeout,
+    })
+}
+
+/// `username` and the password read from `password_file` (relative to `src`,
+/// the file that names it). `None` without a password file, or when it cannot
+/// be used (reported at the `password_file` value).
+fn credentials(
+    src: &Source,
+    username: Option<String>,
+    password_file: Option<&Spanned<PathBuf>>,
+    problems: &mut Vec<Problem>,
+) -> Option<Credentials> {
+    let path = password_file?;
+    match read_password(&src.dir().join(path.get_ref())) {
+        Ok(password) => Some(Credentials { username, password }),
+        Err(message) => {
+            problems.push(src.problem(&path.span(), message));
+            None
+        }
+    }
 }
 
 /// The files one include pattern matches, sorted. Relative patterns are
@@ -272,7 +304,9 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::types::{Admin, Check, Limits, Log, NodeAddr, Tcp, Timeouts};
+    use crate::types::{
+        Admin, Check, Limits, Log, NodeAddr, Sentinel, SentinelAddr, Tcp, Timeouts,
+    };
 
     /// A temporary configuration directory.
     struct Dir(TempDir);
@@ -661,14 +695,173 @@ mod tests {
         assert_eq!(passwords, ["from-main", "from-include", "absolute"]);
     }
 
+    /// `service("main", 6000)` (lines 1 to 4) and a `[service.sentinel]`
+    /// (lines 5 to 7) followed by `extra` (from line 8 on).
+    fn with_sentinel(extra: &str) -> String {
+        format!(
+            "{}[service.sentinel]\nmaster_name = \"mymaster\"\n\
+             nodes = [\"127.0.0.1:26379\", \"127.0.0.1:26380\", \"127.0.0.1:26381\"]\n{extra}",
+            service("main", 6000)
+        )
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sentinel_every_key_parsed() {
+        let dir = Dir::new();
+        dir.write_mode("redis.password", "for-redis\n", 0o600);
+        dir.write_mode("secrets/sentinel.password", "for-sentinels\n", 0o640);
+        let config = dir.ok(&format!(
+            "{}username = \"keyway\"\npassword_file = \"redis.password\"\n\
+             check = {{ interval = \"1s\", timeout = \"300ms\" }}\n\
+             [service.sentinel]\n\
+             master_name = \"mymaster\"\n\
+             nodes = [\"127.0.0.1:26379\", \"127.0.0.1:26380\", \"127.0.0.1:26381\"]\n\
+             username = \"sentinel-user\"\n\
+             password_file = \"secrets/sentinel.password\"\n\
+             interval = \"2s\"\n\
+             timeout = \"750ms\"\n",
+            service("main", 6000)
+        ));
+        let service = &config.services[0];
+        let sentinel = service.sentinel.as_ref().expect("sentinel");
+        assert_eq!(
+            *sentinel,
+            Sentinel {
+                master_name: "mymaster".to_string(),
+                nodes: ["127.0.0.1:26379", "127.0.0.1:26380", "127.0.0.1:26381"]
+                    .map(|a| SentinelAddr(a.parse().expect("addr")))
+                    .to_vec(),
+                auth: Some(Credentials {
+                    username: Some("sentinel-user".to_string()),
+                    password: Secret::new("for-sentinels"),
+                }),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(750),
+            }
+        );
+        // The service keeps its own credentials and check.
+        let auth = service.auth.as_ref().expect("service credentials");
+        assert_eq!(auth.username.as_deref(), Some("keyway"));
+        assert_eq!(auth.password.expose(), "for-redis");
+        assert_eq!(service.check.interval, Duration::from_secs(1));
+        assert!(!format!("{config:?}").contains("for-sentinels"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sentinel_password_without_username() {
+        let dir = Dir::new();
+        dir.write_mode("sentinel.password", PASSWORD, 0o600);
+        let config = dir.ok(&with_sentinel("password_file = \"sentinel.password\"\n"));
+        let service = &config.services[0];
+        assert_eq!(service.auth, None, "the service itself has no password");
+        let auth = service
+            .sentinel
+            .as_ref()
+            .and_then(|s| s.auth.as_ref())
+            .expect("sentinel credentials");
+        assert_eq!(auth.username, None);
+        assert_eq!(auth.password.expose(), PASSWORD);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sentinel_password_file_follows_the_same_rules() {
+        let dir = Dir::new();
+        dir.write_mode("world.password", PASSWORD, 0o644);
+        dir.write_mode("empty.password", "", 0o600);
+        let world = dir.path("world.password");
+        let absent = dir.path("absent.password");
+        let empty = dir.path("empty.password");
+        assert_eq!(
+            dir.problems(&with_sentinel(
+                "username = \"sentinel-user\"\npassword_file = \"world.password\"\n"
+            )),
+            [format!(
+                "keyway.toml:9:17: password file {world:?} is readable by every user (mode 0644): \
+                 run chmod o-r on it, for example chmod 0600"
+            )]
+        );
+        // The service's and the sentinels' password files are both reported.
+        let problems = dir.problems(&format!(
+            "{}password_file = \"absent.password\"\n[service.sentinel]\n\
+             master_name = \"mymaster\"\nnodes = [\"127.0.0.1:26379\"]\n\
+             password_file = \"empty.password\"\n",
+            service("main", 6000)
+        ));
+        assert_eq!(
+            problems,
+            [
+                format!(
+                    "keyway.toml:5:17: password file {absent:?} cannot be read: no such file or directory"
+                ),
+                format!(
+                    "keyway.toml:9:17: password file {empty:?} is empty: expected the password on one line"
+                ),
+            ]
+        );
+        assert!(problems.iter().all(|p| !p.contains(PASSWORD)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sentinel_password_file_is_relative_to_the_file_that_names_it() {
+        let dir = Dir::new();
+        dir.write_mode("conf.d/sentinel.password", "from-include", 0o600);
+        dir.write_mode("sentinel.password", "from-main", 0o600);
+        dir.write(
+            "conf.d/a.toml",
+            &format!(
+                "{}[service.sentinel]\nmaster_name = \"a\"\nnodes = [\"127.0.0.1:26379\"]\n\
+                 password_file = \"sentinel.password\"\n",
+                service("a", 6001)
+            ),
+        );
+        let config = dir.ok(&format!(
+            "include = [\"conf.d/*.toml\"]\n{}",
+            with_sentinel("password_file = \"sentinel.password\"\n")
+        ));
+        let passwords: Vec<&str> = config
+            .services
+            .iter()
+            .map(|s| {
+                let sentinel = s.sentinel.as_ref().expect("sentinel");
+                sentinel
+                    .auth
+                    .as_ref()
+                    .expect("credentials")
+                    .password
+                    .expose()
+            })
+            .collect();
+        assert_eq!(passwords, ["from-main", "from-include"]);
+    }
+
+    #[test]
+    fn a_problem_in_the_sentinel_table_gives_no_config() {
+        // Nothing to read from disk: the problem is the walk's, and the load
+        // still reports it (and only it).
+        let dir = Dir::new();
+        assert_eq!(
+            dir.problems(&with_sentinel("timeout = \"1s\"\n")),
+            [
+                "keyway.toml:8:11: service.sentinel.timeout (1s) must not exceed \
+              service.sentinel.interval (500ms, from service.check.interval)"
+            ]
+        );
+    }
+
     #[cfg(unix)]
     #[test]
     fn example_file_parses() {
-        // The example names `password_file = "redis.password"`, relative to the
-        // config file: an origin in a temp dir with that file beside it is all
-        // the test needs, the example text is used unchanged.
+        // The example names `password_file = "redis.password"` and
+        // `"sentinel.password"`, relative to the config file: an origin in a
+        // temp dir with those files beside it is all the test needs, the
+        // example text is used unchanged.
         let dir = Dir::new();
         dir.write_mode("redis.password", "example-password\n", 0o600);
+        dir.write_mode("sentinel.password", "sentinel-password\n", 0o600);
         let text = include_str!("../../../config/keyway.example.toml");
         let config = Config::from_toml_str(text, &dir.path("keyway.toml"))
             .unwrap_or_else(|problems| panic!("the example must be valid:\n{problems}"));
@@ -700,6 +893,28 @@ mod tests {
         assert_eq!(service.limits, Limits::default());
         assert_eq!(service.tcp, Tcp::default());
         assert_eq!(service.check.interval, Duration::from_millis(500));
+        // The recommended set-up: Sentinel, three of them, with a password.
+        let sentinel = service
+            .sentinel
+            .as_ref()
+            .expect("the example follows Sentinel");
+        assert_eq!(sentinel.master_name, "mymaster");
+        let sentinel_addr = |s: &str| SentinelAddr(s.parse().expect("addr"));
+        assert_eq!(
+            sentinel.nodes,
+            [
+                sentinel_addr("10.0.0.11:26379"),
+                sentinel_addr("10.0.0.12:26379"),
+                sentinel_addr("10.0.0.13:26379")
+            ]
+        );
+        assert_eq!(sentinel.majority(), 2);
+        let auth = sentinel.auth.as_ref().expect("sentinel credentials");
+        assert_eq!(auth.username.as_deref(), Some("keyway"));
+        assert_eq!(auth.password.expose(), "sentinel-password");
+        // Its interval and timeout are spelled out at their defaults: the check's.
+        assert_eq!(sentinel.interval, service.check.interval);
+        assert_eq!(sentinel.timeout, service.check.timeout);
     }
 
     #[cfg(unix)]
@@ -708,6 +923,7 @@ mod tests {
         // Uncommenting the second service of the example must give a valid file.
         let dir = Dir::new();
         dir.write_mode("redis.password", "example-password\n", 0o600);
+        dir.write_mode("sentinel.password", "sentinel-password\n", 0o600);
         let text = include_str!("../../../config/keyway.example.toml");
         let marker = "# [[service]]\n";
         let start = text
@@ -724,6 +940,7 @@ mod tests {
                     panic!("the uncommented example must be valid:\n{problems}")
                 });
         assert_eq!(names(&config), ["redis", "redis-cache"]);
+        assert_eq!(config.services[1].sentinel, None);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum LogFormat {
 pub struct Service {
     pub name: String,
     pub listen: SocketAddr,
+    /// The static Redis nodes, each once. Never empty without `sentinel`; may
+    /// be empty with it (the nodes are then discovered from Sentinel).
     pub nodes: Vec<NodeAddr>,
     /// Credentials the probes use (`username` + `password_file`).
     pub auth: Option<Credentials>,

@@ -9,7 +9,9 @@
 //! Invariants: this module reads no file and no clock. A draft field is `None`
 //! only if a problem about it was reported. Checks that span several services or
 //! several files (unique names and listen addresses) live in [`check_services`];
-//! password files are read by the `load` module.
+//! password files are read by the `load` module. Defaults that depend on another
+//! table of the same service (`[service.sentinel]` timing from `[service.check]`)
+//! are resolved once the whole service table is walked, whatever the key order.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -21,7 +23,7 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use crate::duration::{format_duration, parse_duration};
 use crate::problem::{Problem, Source};
-use crate::types::{Admin, Check, Limits, Log, LogFormat, NodeAddr, Tcp, Timeouts};
+use crate::types::{Admin, Check, Limits, Log, LogFormat, NodeAddr, SentinelAddr, Tcp, Timeouts};
 
 /// Which keys a file may hold at its top level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,43 @@ pub(crate) struct ServiceDraft {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub tcp: Tcp,
+    /// `[service.sentinel]`; `None` when absent, or not a table (reported).
+    pub sentinel: Option<SentinelDraft>,
+}
+
+/// One `[service.sentinel]` as written, its defaults resolved against the
+/// service's `[service.check]`.
+#[derive(Debug)]
+pub(crate) struct SentinelDraft {
+    /// `None`: a problem was reported (missing or invalid).
+    pub master_name: Option<String>,
+    /// Valid, distinct addresses, with their position; empty only if a
+    /// problem was reported.
+    pub nodes: Vec<Spanned<SentinelAddr>>,
+    pub username: Option<String>,
+    /// As written (relative paths are resolved by the loader).
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// `interval` and `timeout` of `[service.sentinel]` as written, before the
+/// defaults from `[service.check]` are applied.
+#[derive(Debug, Default)]
+struct SentinelTiming {
+    /// Given and valid.
+    interval: Option<Duration>,
+    /// Given but invalid (reported): nothing can be compared with it.
+    interval_bad: bool,
+    /// Given and valid.
+    timeout: Option<Spanned<Duration>>,
+}
+
+/// What [`Walker::check`] found: the values, and whether `interval` is one the
+/// user can be told about (false when it or its table was invalid, reported).
+struct CheckDraft {
+    check: Check,
+    interval_ok: bool,
 }
 
 const ROOT_KEYS: &[&str] = &["include", "admin", "log", "service"];
@@ -78,11 +117,20 @@ const SERVICE_KEYS: &[&str] = &[
     "timeouts",
     "limits",
     "tcp",
+    "sentinel",
 ];
 const CHECK_KEYS: &[&str] = &["interval", "timeout", "rise", "fall"];
 const TIMEOUTS_KEYS: &[&str] = &["connect", "hold", "idle"];
 const LIMITS_KEYS: &[&str] = &["max_sessions", "max_held"];
 const TCP_KEYS: &[&str] = &["keepalive"];
+const SENTINEL_KEYS: &[&str] = &[
+    "master_name",
+    "nodes",
+    "username",
+    "password_file",
+    "interval",
+    "timeout",
+];
 
 /// Largest TCP keepalive idle time Linux accepts (`TCP_KEEPIDLE`, seconds).
 const MAX_KEEPALIVE: Duration = Duration::from_secs(32_767);
@@ -111,11 +159,31 @@ struct Walker<'a> {
     problems: &'a mut Vec<Problem>,
 }
 
-/// What a listen or node address is for: the checks and the example differ.
+/// What an address is for: the checks, the example and the wording differ.
 #[derive(Clone, Copy)]
 enum AddrUse {
     Listen,
     Node,
+    Sentinel,
+}
+
+impl AddrUse {
+    fn example(self) -> &'static str {
+        match self {
+            AddrUse::Listen => "0.0.0.0:6379",
+            AddrUse::Node => "10.0.0.11:6379",
+            AddrUse::Sentinel => "10.0.0.11:26379",
+        }
+    }
+
+    /// What one address of a list names: "node", "sentinel".
+    fn noun(self) -> &'static str {
+        match self {
+            AddrUse::Listen => "listener",
+            AddrUse::Node => "node",
+            AddrUse::Sentinel => "sentinel",
+        }
+    }
 }
 
 impl Walker<'_> {
@@ -125,7 +193,9 @@ impl Walker<'_> {
 
     fn unknown(&mut self, key: &Spanned<DeString<'_>>, table: &str, expected: &[&str]) {
         let name = key.get_ref().as_ref();
-        let hint = if name == "password" && table == "in [[service]]" {
+        let hint = if name == "password"
+            && matches!(table, "in [[service]]" | "in [service.sentinel]")
+        {
             "passwords are never written in the configuration: put it in a file and set password_file"
                 .to_string()
         } else {
@@ -233,10 +303,7 @@ impl Walker<'_> {
         path: &str,
         usage: AddrUse,
     ) -> Option<SocketAddr> {
-        let example = match usage {
-            AddrUse::Listen => "0.0.0.0:6379",
-            AddrUse::Node => "10.0.0.11:6379",
-        };
+        let example = usage.example();
         let DeValue::String(s) = value.get_ref() else {
             self.wrong_type(
                 value,
@@ -256,7 +323,7 @@ impl Walker<'_> {
             );
             return None;
         };
-        if let AddrUse::Node = usage {
+        if let AddrUse::Node | AddrUse::Sentinel = usage {
             if addr.port() == 0 {
                 self.report(
                     &span,
@@ -268,8 +335,9 @@ impl Walker<'_> {
                 self.report(
                     &span,
                     format!(
-                        "invalid address {s:?} for {path}: {} is not the address of one node",
-                        addr.ip()
+                        "invalid address {s:?} for {path}: {} is not the address of one {}",
+                        addr.ip(),
+                        usage.noun()
                     ),
                 );
                 return None;
@@ -416,9 +484,15 @@ impl Walker<'_> {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             tcp: Tcp::default(),
+            sentinel: None,
         };
         let (mut has_name, mut has_listen, mut has_nodes) = (false, false, false);
         let mut username_span = None;
+        // Whether `nodes` was an empty array: an error only without Sentinel.
+        let mut empty_nodes = None;
+        let mut check_interval_ok = true;
+        // The `sentinel` key, and what its table says before defaults.
+        let mut sentinel = None;
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "name" => {
@@ -433,27 +507,28 @@ impl Walker<'_> {
                 }
                 "nodes" => {
                     has_nodes = true;
-                    draft.nodes = self.nodes(value);
+                    if matches!(value.get_ref(), DeValue::Array(items) if items.is_empty()) {
+                        empty_nodes = Some(value.span());
+                    }
+                    draft.nodes = self
+                        .addresses(value, "service.nodes", AddrUse::Node)
+                        .into_iter()
+                        .map(|addr| NodeAddr(addr.into_inner()))
+                        .collect();
                 }
                 "username" => {
                     username_span = Some(value.span());
-                    draft.username = self.username(value);
+                    draft.username = self.username(value, "service.username");
                 }
                 "password_file" => {
-                    if let Some(path) = self.string(value, "service.password_file") {
-                        if path.is_empty() {
-                            self.report(
-                                &value.span(),
-                                "service.password_file is empty: expected the path of a file holding the password"
-                                    .to_string(),
-                            );
-                        } else {
-                            draft.password_file =
-                                Some(Spanned::new(value.span(), PathBuf::from(path)));
-                        }
-                    }
+                    draft.password_file = self.password_file(value, "service.password_file");
                 }
-                "check" => draft.check = self.check(value),
+                "check" => {
+                    let found = self.check(value);
+                    draft.check = found.check;
+                    check_interval_ok = found.interval_ok;
+                }
+                "sentinel" => sentinel = Some(self.sentinel(value)),
                 "timeouts" => draft.timeouts = self.timeouts(value),
                 "limits" => draft.limits = self.limits(value),
                 "tcp" => draft.tcp = self.tcp(value),
@@ -461,10 +536,16 @@ impl Walker<'_> {
             }
         }
         let header = value.span();
+        // With Sentinel, nodes are discovered: static ones are optional.
+        let nodes_optional = sentinel.is_some();
         for (present, key, example) in [
             (has_name, "name", "name = \"redis\""),
             (has_listen, "listen", "listen = \"0.0.0.0:6379\""),
-            (has_nodes, "nodes", "nodes = [\"10.0.0.11:6379\"]"),
+            (
+                has_nodes || nodes_optional,
+                "nodes",
+                "nodes = [\"10.0.0.11:6379\"]",
+            ),
         ] {
             if !present {
                 self.report(
@@ -473,16 +554,206 @@ impl Walker<'_> {
                 );
             }
         }
-        if let Some(span) = username_span
-            && draft.password_file.is_none()
+        if let Some(span) = empty_nodes
+            && !nodes_optional
         {
             self.report(
                 &span,
-                "service.username is set without service.password_file: an ACL user needs a password"
+                "service.nodes is empty: expected at least one IP:port, for example [\"10.0.0.11:6379\"], \
+                 or a [service.sentinel] table to discover the nodes from"
                     .to_string(),
             );
         }
+        self.username_needs_password(username_span, draft.password_file.is_some(), "service");
+        if let Some(Some((mut found, timing))) = sentinel {
+            (found.interval, found.timeout) =
+                self.sentinel_timing(timing, &draft.check, check_interval_ok);
+            for addr in &found.nodes {
+                if draft.nodes.contains(&NodeAddr(addr.get_ref().0)) {
+                    self.report(
+                        &addr.span(),
+                        format!(
+                            "sentinel {} in service.sentinel.nodes is also in service.nodes: \
+                             a sentinel is not a Redis node (sentinels usually listen on port 26379)",
+                            addr.get_ref()
+                        ),
+                    );
+                }
+            }
+            draft.sentinel = Some(found);
+        }
         Some(draft)
+    }
+
+    /// `username` without `password_file` (in `[{table}]`) is an error.
+    fn username_needs_password(
+        &mut self,
+        username_span: Option<Range<usize>>,
+        has_password_file: bool,
+        table: &str,
+    ) {
+        if let Some(span) = username_span
+            && !has_password_file
+        {
+            self.report(
+                &span,
+                format!(
+                    "{table}.username is set without {table}.password_file: an ACL user needs a password"
+                ),
+            );
+        }
+    }
+
+    /// `[service.sentinel]`, its timing left for [`Walker::sentinel_timing`].
+    /// `None` when it is not a table (reported).
+    fn sentinel(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<(SentinelDraft, SentinelTiming)> {
+        let table = self.table(value, "service.sentinel")?;
+        let mut draft = SentinelDraft {
+            master_name: None,
+            nodes: Vec::new(),
+            username: None,
+            password_file: None,
+            interval: Duration::ZERO,
+            timeout: Duration::ZERO,
+        };
+        let mut timing = SentinelTiming::default();
+        let (mut has_master_name, mut has_nodes) = (false, false);
+        let mut username_span = None;
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "master_name" => {
+                    has_master_name = true;
+                    draft.master_name = self.master_name(value);
+                }
+                "nodes" => {
+                    has_nodes = true;
+                    if matches!(value.get_ref(), DeValue::Array(items) if items.is_empty()) {
+                        self.report(
+                            &value.span(),
+                            "service.sentinel.nodes is empty: expected at least one IP:port, \
+                             for example [\"10.0.0.11:26379\"]"
+                                .to_string(),
+                        );
+                    }
+                    draft.nodes = self
+                        .addresses(value, "service.sentinel.nodes", AddrUse::Sentinel)
+                        .into_iter()
+                        .map(|addr| Spanned::new(addr.span(), SentinelAddr(addr.into_inner())))
+                        .collect();
+                }
+                "username" => {
+                    username_span = Some(value.span());
+                    draft.username = self.username(value, "service.sentinel.username");
+                }
+                "password_file" => {
+                    draft.password_file =
+                        self.password_file(value, "service.sentinel.password_file");
+                }
+                "interval" => match self.positive_duration(value, "service.sentinel.interval") {
+                    Some(d) => timing.interval = Some(d),
+                    None => timing.interval_bad = true,
+                },
+                "timeout" => {
+                    timing.timeout = self
+                        .positive_duration(value, "service.sentinel.timeout")
+                        .map(|d| Spanned::new(value.span(), d));
+                }
+                _ => self.unknown(key, "in [service.sentinel]", SENTINEL_KEYS),
+            }
+        }
+        let header = value.span();
+        for (present, key, example) in [
+            (has_master_name, "master_name", "master_name = \"mymaster\""),
+            (
+                has_nodes,
+                "nodes",
+                "nodes = [\"10.0.0.11:26379\", \"10.0.0.12:26379\", \"10.0.0.13:26379\"]",
+            ),
+        ] {
+            if !present {
+                self.report(
+                    &header,
+                    format!(
+                        "missing key {key:?} in [service.sentinel]: expected for example {example}"
+                    ),
+                );
+            }
+        }
+        self.username_needs_password(
+            username_span,
+            draft.password_file.is_some(),
+            "service.sentinel",
+        );
+        Some((draft, timing))
+    }
+
+    /// The sentinels' `interval` and `timeout`: as written, else the service's
+    /// `check` values. An inherited timeout is lowered to the interval; a
+    /// written one above it is an error. `check_interval_ok`: whether
+    /// `check.interval` can be named in a message (it was not invalid).
+    fn sentinel_timing(
+        &mut self,
+        timing: SentinelTiming,
+        check: &Check,
+        check_interval_ok: bool,
+    ) -> (Duration, Duration) {
+        let interval = timing.interval.unwrap_or(check.interval);
+        let Some(timeout) = timing.timeout else {
+            return (interval, check.timeout.min(interval));
+        };
+        let comparable = match timing.interval {
+            Some(_) => true,
+            None => !timing.interval_bad && check_interval_ok,
+        };
+        if comparable && *timeout.get_ref() > interval {
+            let interval_text = match timing.interval {
+                Some(_) => format_duration(interval),
+                None => format!("{}, from service.check.interval", format_duration(interval)),
+            };
+            self.report(
+                &timeout.span(),
+                format!(
+                    "service.sentinel.timeout ({}) must not exceed service.sentinel.interval ({interval_text})",
+                    format_duration(*timeout.get_ref())
+                ),
+            );
+        }
+        (interval, *timeout.get_ref())
+    }
+
+    fn master_name(&mut self, value: &Spanned<DeValue<'_>>) -> Option<String> {
+        let name = self.string(value, "service.sentinel.master_name")?;
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.report(
+                &value.span(),
+                format!(
+                    "invalid service.sentinel.master_name {name:?}: expected the name given to \
+                     `sentinel monitor`, without spaces, for example \"mymaster\""
+                ),
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// A `password_file` value: a non-empty path, as written.
+    fn password_file(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+    ) -> Option<Spanned<PathBuf>> {
+        let file = self.string(value, path)?;
+        if file.is_empty() {
+            self.report(
+                &value.span(),
+                format!("{path} is empty: expected the path of a file holding the password"),
+            );
+            return None;
+        }
+        Some(Spanned::new(value.span(), PathBuf::from(file)))
     }
 
     fn service_name(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Spanned<String>> {
@@ -503,58 +774,62 @@ impl Walker<'_> {
         Some(Spanned::new(value.span(), name.to_string()))
     }
 
-    fn username(&mut self, value: &Spanned<DeValue<'_>>) -> Option<String> {
-        let name = self.string(value, "service.username")?;
+    fn username(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<String> {
+        let name = self.string(value, path)?;
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             self.report(
                 &value.span(),
-                format!(
-                    "invalid service.username {name:?}: expected an ACL user name, without spaces"
-                ),
+                format!("invalid {path} {name:?}: expected an ACL user name, without spaces"),
             );
             return None;
         }
         Some(name.to_string())
     }
 
-    fn nodes(&mut self, value: &Spanned<DeValue<'_>>) -> Vec<NodeAddr> {
+    /// An array of node or sentinel addresses: each valid and listed once.
+    /// Whether it may be empty is the caller's business.
+    fn addresses(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &str,
+        usage: AddrUse,
+    ) -> Vec<Spanned<SocketAddr>> {
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(
                 value,
-                "service.nodes",
-                "an array of IP:port strings such as [\"10.0.0.11:6379\"]",
+                path,
+                &format!(
+                    "an array of IP:port strings such as [\"{}\"]",
+                    usage.example()
+                ),
             );
             return Vec::new();
         };
-        if items.is_empty() {
-            self.report(
-                &value.span(),
-                "service.nodes is empty: expected at least one IP:port, for example [\"10.0.0.11:6379\"]"
-                    .to_string(),
-            );
-        }
-        let mut nodes: Vec<NodeAddr> = Vec::new();
+        let noun = usage.noun();
+        let mut addrs: Vec<Spanned<SocketAddr>> = Vec::new();
         for item in items.iter() {
-            let Some(addr) = self.addr(item, "service.nodes", AddrUse::Node) else {
+            let Some(addr) = self.addr(item, path, usage) else {
                 continue;
             };
-            let node = NodeAddr(addr);
-            if nodes.contains(&node) {
+            if addrs.iter().any(|a| *a.get_ref() == addr) {
                 self.report(
                     &item.span(),
-                    format!("duplicate node {node} in service.nodes: list each node once"),
+                    format!("duplicate {noun} {addr} in {path}: list each {noun} once"),
                 );
                 continue;
             }
-            nodes.push(node);
+            addrs.push(Spanned::new(item.span(), addr));
         }
-        nodes
+        addrs
     }
 
-    fn check(&mut self, value: &Spanned<DeValue<'_>>) -> Check {
+    fn check(&mut self, value: &Spanned<DeValue<'_>>) -> CheckDraft {
         let mut check = Check::default();
         let Some(table) = self.table(value, "service.check") else {
-            return check;
+            return CheckDraft {
+                check,
+                interval_ok: false,
+            };
         };
         let mut interval_span = None;
         let mut timeout_span = None;
@@ -605,7 +880,7 @@ impl Walker<'_> {
             }
             Some(_) => {}
         }
-        check
+        CheckDraft { check, interval_ok }
     }
 
     fn timeouts(&mut self, value: &Spanned<DeValue<'_>>) -> Timeouts {
@@ -842,7 +1117,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::types::Config;
+    use crate::types::{Config, Sentinel};
 
     /// An origin in a directory that does not exist: no include can match and
     /// no file is read, so these tests stay pure.
@@ -1044,6 +1319,10 @@ read = "1s"
 max = 1
 [service.tcp]
 nodelay = true
+[service.sentinel]
+master_name = "mymaster"
+nodes = ["10.0.0.11:26379"]
+quorum = 2
 "#,
         );
         assert_eq!(
@@ -1053,11 +1332,13 @@ nodelay = true
                 "3:1: unknown key \"port\" in [admin]: expected listen",
                 "5:1: unknown key \"colour\" in [log]: expected format or level",
                 "10:1: unknown key \"role\" in [[service]]: expected name, listen, nodes, username, \
-                 password_file, check, timeouts, limits or tcp",
+                 password_file, check, timeouts, limits, tcp or sentinel",
                 "12:1: unknown key \"intervall\" in [service.check]: expected interval, timeout, rise or fall",
                 "14:1: unknown key \"read\" in [service.timeouts]: expected connect, hold or idle",
                 "16:1: unknown key \"max\" in [service.limits]: expected max_sessions or max_held",
                 "18:1: unknown key \"nodelay\" in [service.tcp]: expected keepalive",
+                "22:1: unknown key \"quorum\" in [service.sentinel]: expected master_name, nodes, \
+                 username, password_file, interval or timeout",
             ]
         );
     }
@@ -1409,6 +1690,404 @@ nodes = ["10.0.0.1:6379"]
         );
     }
 
+    /// A valid `[service.sentinel]`; after MINIMAL it fills lines 6 to 8.
+    const SENTINEL: &str = "[service.sentinel]\nmaster_name = \"mymaster\"\n\
+                            nodes = [\"10.0.0.11:26379\", \"10.0.0.12:26379\", \"10.0.0.13:26379\"]";
+
+    /// MINIMAL without its `nodes` line (the service ends on line 4).
+    fn without_nodes(text: &str) -> String {
+        text.replace("nodes = [\"10.0.0.11:6379\"]\n", "")
+    }
+
+    fn sentinel_of(config: &Config) -> &Sentinel {
+        config.services[0]
+            .sentinel
+            .as_ref()
+            .expect("a [service.sentinel] table")
+    }
+
+    fn sentinel_addr(s: &str) -> SentinelAddr {
+        SentinelAddr(addr(s))
+    }
+
+    #[test]
+    fn sentinel_defaults_come_from_check() {
+        assert_eq!(ok(MINIMAL).services[0].sentinel, None);
+        let config = ok(&with(SENTINEL));
+        let service = &config.services[0];
+        let sentinel = sentinel_of(&config);
+        assert_eq!(
+            *sentinel,
+            Sentinel {
+                master_name: "mymaster".to_string(),
+                nodes: vec![
+                    sentinel_addr("10.0.0.11:26379"),
+                    sentinel_addr("10.0.0.12:26379"),
+                    sentinel_addr("10.0.0.13:26379"),
+                ],
+                auth: None,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_millis(250),
+            }
+        );
+        assert_eq!(sentinel.interval, service.check.interval);
+        assert_eq!(sentinel.timeout, service.check.timeout);
+        assert_eq!(sentinel.majority(), 2);
+    }
+
+    #[test]
+    fn sentinel_defaults_follow_check_whatever_the_key_order() {
+        // The sentinel table first, the check values after it.
+        let config = ok(r#"
+[[service]]
+name = "redis"
+listen = "127.0.0.1:6379"
+sentinel = { master_name = "mymaster", nodes = ["10.0.0.11:26379"] }
+check.interval = "2s"
+check.timeout = "1s"
+"#);
+        let sentinel = sentinel_of(&config);
+        assert_eq!(sentinel.interval, Duration::from_secs(2));
+        assert_eq!(sentinel.timeout, Duration::from_secs(1));
+        // An inherited timeout is lowered to a shorter interval, never an error.
+        let config = ok(&with(&format!("{SENTINEL}\ninterval = \"100ms\"")));
+        let sentinel = sentinel_of(&config);
+        assert_eq!(sentinel.interval, Duration::from_millis(100));
+        assert_eq!(sentinel.timeout, Duration::from_millis(100));
+        // A timeout alone, up to the inherited interval.
+        let config = ok(&with(&format!("{SENTINEL}\ntimeout = \"500ms\"")));
+        let sentinel = sentinel_of(&config);
+        assert_eq!(sentinel.interval, Duration::from_millis(500));
+        assert_eq!(sentinel.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn sentinel_keys_parsed() {
+        // Every key but the password file (read from disk: see the load tests).
+        let config = ok(r#"
+[[service]]
+name = "redis"
+listen = "127.0.0.1:6379"
+nodes = ["10.0.0.11:6379"]
+check = { interval = "1s", timeout = "200ms" }
+
+[service.sentinel]
+master_name = "redis-main.01"
+nodes = ["10.0.0.11:26379", "[fd00::12]:26379", "10.0.0.13:26380", "10.0.0.14:26379"]
+interval = "250ms"
+timeout = "100ms"
+"#);
+        let sentinel = sentinel_of(&config);
+        assert_eq!(sentinel.master_name, "redis-main.01");
+        assert_eq!(
+            sentinel.nodes,
+            vec![
+                sentinel_addr("10.0.0.11:26379"),
+                sentinel_addr("[fd00::12]:26379"),
+                sentinel_addr("10.0.0.13:26380"),
+                sentinel_addr("10.0.0.14:26379"),
+            ]
+        );
+        assert_eq!(sentinel.auth, None);
+        assert_eq!(sentinel.interval, Duration::from_millis(250));
+        assert_eq!(sentinel.timeout, Duration::from_millis(100));
+        // The service's own check is untouched.
+        assert_eq!(config.services[0].check.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn any_number_of_sentinels_with_its_majority() {
+        // An even count is allowed (no error, no warning): it only tolerates
+        // as few failures as the odd count below it.
+        let all = [
+            "10.0.0.11:26379",
+            "10.0.0.12:26379",
+            "10.0.0.13:26379",
+            "10.0.0.14:26379",
+            "10.0.0.15:26379",
+        ];
+        for (count, majority) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
+            let nodes: Vec<String> = all[..count].iter().map(|a| format!("{a:?}")).collect();
+            let config = ok(&with(&format!(
+                "[service.sentinel]\nmaster_name = \"m\"\nnodes = [{}]",
+                nodes.join(", ")
+            )));
+            let sentinel = sentinel_of(&config);
+            assert_eq!(sentinel.nodes.len(), count);
+            assert_eq!(sentinel.majority(), majority, "{count} sentinels");
+        }
+    }
+
+    #[test]
+    fn nodes_are_optional_with_sentinel() {
+        let config = ok(&without_nodes(&with(SENTINEL)));
+        assert!(config.services[0].nodes.is_empty());
+        assert_eq!(sentinel_of(&config).nodes.len(), 3);
+        // An empty array says the same (a template with no static node).
+        let config = ok(&with(SENTINEL).replace("nodes = [\"10.0.0.11:6379\"]", "nodes = []"));
+        assert!(config.services[0].nodes.is_empty());
+        // Both: the static nodes are kept (and probed).
+        let config = ok(&with(SENTINEL));
+        assert_eq!(
+            config.services[0].nodes,
+            vec![NodeAddr(addr("10.0.0.11:6379"))]
+        );
+    }
+
+    #[test]
+    fn nodes_are_required_without_sentinel() {
+        assert_eq!(
+            errors(&without_nodes(MINIMAL)),
+            [
+                "2:1: missing key \"nodes\" in [[service]]: expected for example nodes = [\"10.0.0.11:6379\"]"
+            ]
+        );
+        assert_eq!(
+            errors(&MINIMAL.replace("nodes = [\"10.0.0.11:6379\"]", "nodes = []")),
+            [
+                "5:9: service.nodes is empty: expected at least one IP:port, for example \
+                 [\"10.0.0.11:6379\"], or a [service.sentinel] table to discover the nodes from"
+            ]
+        );
+        // A sentinel key of the wrong type still stands for Sentinel: its type
+        // is the one problem, not the missing nodes.
+        assert_eq!(
+            errors(&without_nodes(&with("sentinel = \"10.0.0.11:26379\""))),
+            [
+                "5:12: invalid type for service.sentinel: expected a table ([service.sentinel]), found a string"
+            ]
+        );
+    }
+
+    #[test]
+    fn sentinel_missing_keys_point_at_its_header() {
+        assert_eq!(
+            errors(&with("  [service.sentinel]\nusername = \"u\"")),
+            [
+                "6:3: missing key \"master_name\" in [service.sentinel]: expected for example \
+                 master_name = \"mymaster\"",
+                "6:3: missing key \"nodes\" in [service.sentinel]: expected for example \
+                 nodes = [\"10.0.0.11:26379\", \"10.0.0.12:26379\", \"10.0.0.13:26379\"]",
+                "7:12: service.sentinel.username is set without service.sentinel.password_file: \
+                 an ACL user needs a password",
+            ]
+        );
+        // An inline table: at its opening brace.
+        assert_eq!(
+            errors(&with("sentinel = { nodes = [\"10.0.0.11:26379\"] }")),
+            [
+                "6:12: missing key \"master_name\" in [service.sentinel]: expected for example \
+                 master_name = \"mymaster\""
+            ]
+        );
+    }
+
+    #[test]
+    fn sentinel_bad_values_at_their_position() {
+        let problems = errors(&with(
+            r#"[service.sentinel]
+master_name = "my master"
+nodes = ["sentinel-1:26379", "10.0.0.21:0", "[::]:26379", "10.0.0.22:26379", "10.0.0.22:26379"]
+username = "a b"
+password_file = ""
+interval = "0s"
+timeout = "soon"
+password = "hunter2""#,
+        ));
+        assert_eq!(
+            problems,
+            [
+                "7:15: invalid service.sentinel.master_name \"my master\": expected the name given to \
+                 `sentinel monitor`, without spaces, for example \"mymaster\"",
+                "8:10: invalid address \"sentinel-1:26379\" for service.sentinel.nodes: expected IP:port, \
+                 for example 10.0.0.11:26379 or [::1]:6379 (host names are not resolved)",
+                "8:30: invalid address \"10.0.0.21:0\" for service.sentinel.nodes: port 0 cannot be connected to",
+                "8:45: invalid address \"[::]:26379\" for service.sentinel.nodes: :: is not the address \
+                 of one sentinel",
+                "8:78: duplicate sentinel 10.0.0.22:26379 in service.sentinel.nodes: list each sentinel once",
+                "9:12: invalid service.sentinel.username \"a b\": expected an ACL user name, without spaces",
+                "9:12: service.sentinel.username is set without service.sentinel.password_file: \
+                 an ACL user needs a password",
+                "10:17: service.sentinel.password_file is empty: expected the path of a file holding the password",
+                "11:12: service.sentinel.interval must be greater than 0s, for example \"500ms\"",
+                "12:11: invalid duration \"soon\" for service.sentinel.timeout: expected a number with unit \
+                 ms, s, m or h",
+                "13:1: unknown key \"password\" in [service.sentinel]: passwords are never written in the \
+                 configuration: put it in a file and set password_file",
+            ]
+        );
+    }
+
+    #[test]
+    fn sentinel_wrong_types_and_empty_values() {
+        let table = |body: &str| with(&format!("[service.sentinel]\n{body}"));
+        one_error(
+            &table("master_name = \"\"\nnodes = [\"10.0.0.11:26379\"]"),
+            "7:15: invalid service.sentinel.master_name \"\"",
+        );
+        one_error(
+            &table("master_name = \"my\\tmaster\"\nnodes = [\"10.0.0.11:26379\"]"),
+            "7:15: invalid service.sentinel.master_name",
+        );
+        one_error(
+            &table("master_name = 1\nnodes = [\"10.0.0.11:26379\"]"),
+            "7:15: invalid type for service.sentinel.master_name: expected a string, found an integer",
+        );
+        one_error(
+            &table("master_name = \"m\"\nnodes = []"),
+            "8:9: service.sentinel.nodes is empty: expected at least one IP:port, for example \
+             [\"10.0.0.11:26379\"]",
+        );
+        one_error(
+            &table("master_name = \"m\"\nnodes = \"10.0.0.11:26379\""),
+            "8:9: invalid type for service.sentinel.nodes: expected an array of IP:port strings such as \
+             [\"10.0.0.11:26379\"], found a string",
+        );
+        one_error(
+            &table("master_name = \"m\"\nnodes = [26379]"),
+            "8:10: invalid type for service.sentinel.nodes: expected a string IP:port such as \
+             \"10.0.0.11:26379\", found an integer",
+        );
+        one_error(
+            &table("master_name = \"m\"\nnodes = [\"10.0.0.11:26379\"]\ntimeout = 1"),
+            "9:11: invalid type for service.sentinel.timeout: expected a duration string",
+        );
+        one_error(
+            &table("master_name = \"m\"\nnodes = [\"10.0.0.11:26379\"]\ntimeout = \"0s\""),
+            "9:11: service.sentinel.timeout must be greater than 0s",
+        );
+        assert_eq!(
+            errors(&table(
+                "master_name = \"m\"\nnodes = [\"10.0.0.11:26379\"]\nusername = 3"
+            )),
+            [
+                "9:12: invalid type for service.sentinel.username: expected a string, found an integer",
+                "9:12: service.sentinel.username is set without service.sentinel.password_file: \
+                 an ACL user needs a password",
+            ]
+        );
+        one_error(
+            &table("master_name = \"m\"\nnodes = [\"10.0.0.11:26379\"]\npassword_file = []"),
+            "9:17: invalid type for service.sentinel.password_file: expected a string, found an array",
+        );
+    }
+
+    #[test]
+    fn sentinel_timeout_must_not_exceed_interval() {
+        assert_eq!(
+            errors(&with(&format!(
+                "{SENTINEL}\ninterval = \"1s\"\ntimeout = \"1500ms\""
+            ))),
+            [
+                "10:11: service.sentinel.timeout (1500ms) must not exceed service.sentinel.interval (1s)"
+            ]
+        );
+        assert_eq!(
+            errors(&with(&format!("{SENTINEL}\ntimeout = \"1s\""))),
+            [
+                "9:11: service.sentinel.timeout (1s) must not exceed service.sentinel.interval \
+                 (500ms, from service.check.interval)"
+            ]
+        );
+        // An invalid interval is reported alone: there is nothing to compare with.
+        assert_eq!(
+            errors(&with(&format!(
+                "{SENTINEL}\ninterval = \"fast\"\ntimeout = \"1s\""
+            ))),
+            [
+                "9:12: invalid duration \"fast\" for service.sentinel.interval: expected a number with \
+                 unit ms, s, m or h"
+            ]
+        );
+        // The same for an invalid check.interval the sentinels would inherit.
+        assert_eq!(
+            errors(&with(&format!(
+                "check.interval = \"fast\"\n{SENTINEL}\ntimeout = \"1s\""
+            ))),
+            [
+                "6:18: invalid duration \"fast\" for service.check.interval: expected a number with \
+                 unit ms, s, m or h"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sentinel_is_not_a_node() {
+        assert_eq!(
+            errors(&with(
+                "[service.sentinel]\nmaster_name = \"m\"\nnodes = [\"10.0.0.12:26379\", \"10.0.0.11:6379\"]"
+            )),
+            [
+                "8:29: sentinel 10.0.0.11:6379 in service.sentinel.nodes is also in service.nodes: \
+                 a sentinel is not a Redis node (sentinels usually listen on port 26379)"
+            ]
+        );
+        // Whatever the order of the keys; another service's node is fine.
+        let problems = errors(
+            r#"[[service]]
+name = "a"
+listen = "0.0.0.0:6379"
+sentinel = { master_name = "m", nodes = ["10.0.0.11:6379"] }
+nodes = ["10.0.0.11:6379"]
+[[service]]
+name = "b"
+listen = "0.0.0.0:6380"
+sentinel = { master_name = "m", nodes = ["10.0.0.11:6379"] }
+nodes = ["10.0.0.21:6379"]
+"#,
+        );
+        assert_eq!(
+            problems,
+            [
+                "4:42: sentinel 10.0.0.11:6379 in service.sentinel.nodes is also in service.nodes: \
+                 a sentinel is not a Redis node (sentinels usually listen on port 26379)"
+            ]
+        );
+    }
+
+    #[test]
+    fn sentinel_problems_all_at_once() {
+        let problems = errors(
+            r#"[[service]]
+name = "a"
+listen = "0.0.0.0:6379"
+[service.sentinel]
+master_name = "mymaster"
+nodes = ["10.0.0.11:26379", "10.0.0.11:26379"]
+interval = "1s"
+timeout = "2s"
+colour = "red"
+[[service]]
+name = "b b"
+listen = "0.0.0.0:6380"
+nodes = ["10.0.0.21:6379"]
+sentinel.nodes = ["10.0.0.21:6379"]
+sentinel.username = "keyway"
+[[service]]
+name = "c"
+listen = "0.0.0.0:6381"
+"#,
+        );
+        assert_eq!(
+            problems,
+            [
+                "6:29: duplicate sentinel 10.0.0.11:26379 in service.sentinel.nodes: list each sentinel once",
+                "8:11: service.sentinel.timeout (2s) must not exceed service.sentinel.interval (1s)",
+                "9:1: unknown key \"colour\" in [service.sentinel]: expected master_name, nodes, username, \
+                 password_file, interval or timeout",
+                "11:8: invalid service name \"b b\": expected letters, digits, \"_\", \".\" or \"-\", \
+                 for example \"redis\"",
+                "14:1: missing key \"master_name\" in [service.sentinel]: expected for example \
+                 master_name = \"mymaster\"",
+                "14:19: sentinel 10.0.0.21:6379 in service.sentinel.nodes is also in service.nodes: \
+                 a sentinel is not a Redis node (sentinels usually listen on port 26379)",
+                "15:21: service.sentinel.username is set without service.sentinel.password_file: \
+                 an ACL user needs a password",
+                "16:1: missing key \"nodes\" in [[service]]: expected for example nodes = [\"10.0.0.11:6379\"]",
+            ]
+        );
+    }
+
     /// Pieces of TOML that the schema knows, to reach deep into the walk.
     fn schema_line() -> impl Strategy<Value = String> {
         let key = prop::sample::select(vec![
@@ -1430,6 +2109,9 @@ nodes = ["10.0.0.1:6379"]
             "max_sessions",
             "max_held",
             "keepalive",
+            "master_name",
+            "sentinel.nodes",
+            "sentinel.timeout",
             "check.rise",
             "timeouts.idle",
             "tcp.keepalive",
@@ -1440,6 +2122,7 @@ nodes = ["10.0.0.1:6379"]
             Just("\"0s\"".to_string()),
             Just("\"127.0.0.1:6379\"".to_string()),
             Just("[\"10.0.0.1:6379\", \"x\"]".to_string()),
+            Just("[\"10.0.0.1:26379\", \"10.0.0.1:6379\"]".to_string()),
             Just("[]".to_string()),
             Just("{}".to_string()),
             any::<i64>().prop_map(|n| n.to_string()),
@@ -1455,6 +2138,7 @@ nodes = ["10.0.0.1:6379"]
             "[service.timeouts]",
             "[service.limits]",
             "[service.tcp]",
+            "[service.sentinel]",
             "[service]",
             "[other]",
         ]);
