@@ -98,6 +98,7 @@ pub(crate) fn from_toml_str(text: &str, origin: &Path) -> Result<Config, Problem
     Ok(Config {
         admin,
         log: main.log.unwrap_or_default(),
+        drain: main.drain.unwrap_or_default(),
         services,
         sources: sources.into_iter().map(|s| s.path).collect(),
     })
@@ -305,7 +306,7 @@ mod tests {
 
     use super::*;
     use crate::types::{
-        Admin, Check, Limits, Log, NodeAddr, Sentinel, SentinelAddr, Tcp, Timeouts,
+        Admin, Check, Drain, Limits, Log, NodeAddr, Sentinel, SentinelAddr, Tcp, Timeouts,
     };
 
     /// A temporary configuration directory.
@@ -483,7 +484,8 @@ mod tests {
         dir.write(
             "conf.d/a.toml",
             &format!(
-                "include = [\"x\"]\nthing = 1\n[admin]\nlisten = \"0.0.0.0:1\"\n[log]\nlevel = \"debug\"\n{}",
+                "include = [\"x\"]\nthing = 1\n[admin]\nlisten = \"0.0.0.0:1\"\n[log]\nlevel = \"debug\"\n\
+                 [drain]\ntimeout = \"1s\"\n{}",
                 service("a", 6001)
             ),
         );
@@ -497,6 +499,7 @@ mod tests {
                 "conf.d/a.toml:2:1: unknown key \"thing\" at the top level: expected service",
                 "conf.d/a.toml:3:2: [admin] is not allowed in an included file: included files may only hold [[service]] tables",
                 "conf.d/a.toml:5:2: [log] is not allowed in an included file: included files may only hold [[service]] tables",
+                "conf.d/a.toml:7:2: [drain] is not allowed in an included file: included files may only hold [[service]] tables",
             ]
         );
     }
@@ -867,6 +870,7 @@ mod tests {
             .unwrap_or_else(|problems| panic!("the example must be valid:\n{problems}"));
         assert_eq!(config.admin, Admin::default());
         assert_eq!(config.log, Log::default());
+        assert_eq!(config.drain, Drain::default());
         let [service] = config.services.as_slice() else {
             panic!("the example has one active service");
         };

@@ -14,6 +14,7 @@ use std::time::Duration;
 pub struct Config {
     pub admin: Admin,
     pub log: Log,
+    pub drain: Drain,
     pub services: Vec<Service>,
     /// Every file that contributed, main file first (for logs and reload).
     pub sources: Vec<PathBuf>,
@@ -31,6 +32,15 @@ pub struct Log {
     pub format: LogFormat,
     /// A tracing filter directive, for example `info` or `keyway=debug,info`.
     pub level: String,
+}
+
+/// `[drain]`: how sessions end when Keyway stops or a reload removes a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// On SIGTERM / SIGINT, how long open sessions may run before they are
+    /// closed; also the grace period of the sessions of a service removed by a
+    /// reload. Zero closes them at once.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +225,14 @@ impl Default for Log {
         Log {
             format: LogFormat::Text,
             level: "info".to_string(),
+        }
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            timeout: Duration::from_secs(30),
         }
     }
 }

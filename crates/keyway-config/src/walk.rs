@@ -23,12 +23,15 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use crate::duration::{format_duration, parse_duration};
 use crate::problem::{Problem, Source};
-use crate::types::{Admin, Check, Limits, Log, LogFormat, NodeAddr, SentinelAddr, Tcp, Timeouts};
+use crate::types::{
+    Admin, Check, Drain, Limits, Log, LogFormat, NodeAddr, SentinelAddr, Tcp, Timeouts,
+};
 
 /// Which keys a file may hold at its top level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileKind {
-    /// The file given on the command line: `include`, `[admin]`, `[log]`, `[[service]]`.
+    /// The file given on the command line: `include`, `[admin]`, `[log]`,
+    /// `[drain]`, `[[service]]`.
     Main,
     /// A file reached through `include`: `[[service]]` only.
     Included,
@@ -44,6 +47,7 @@ pub(crate) struct FileDraft {
     pub has_service_key: bool,
     pub admin: Option<Admin>,
     pub log: Option<Log>,
+    pub drain: Option<Drain>,
     /// Include patterns as written, with their position.
     pub includes: Vec<Spanned<String>>,
     pub services: Vec<ServiceDraft>,
@@ -104,9 +108,10 @@ struct CheckDraft {
     interval_ok: bool,
 }
 
-const ROOT_KEYS: &[&str] = &["include", "admin", "log", "service"];
+const ROOT_KEYS: &[&str] = &["include", "admin", "log", "drain", "service"];
 const ADMIN_KEYS: &[&str] = &["listen"];
 const LOG_KEYS: &[&str] = &["format", "level"];
+const DRAIN_KEYS: &[&str] = &["timeout"];
 const SERVICE_KEYS: &[&str] = &[
     "name",
     "listen",
@@ -353,7 +358,7 @@ impl Walker<'_> {
         };
         for (key, value) in root.iter() {
             let name = key.get_ref().as_ref();
-            if kind == FileKind::Included && matches!(name, "include" | "admin" | "log") {
+            if kind == FileKind::Included && matches!(name, "include" | "admin" | "log" | "drain") {
                 let what = if name == "include" {
                     "include".to_string()
                 } else {
@@ -371,6 +376,7 @@ impl Walker<'_> {
                 "include" => draft.includes = self.includes(value),
                 "admin" => draft.admin = self.admin(value),
                 "log" => draft.log = self.log(value),
+                "drain" => draft.drain = self.drain(value),
                 "service" => {
                     draft.has_service_key =
                         !matches!(value.get_ref(), DeValue::Array(items) if items.is_empty());
@@ -454,6 +460,22 @@ impl Walker<'_> {
             }
         }
         Some(log)
+    }
+
+    fn drain(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Drain> {
+        let table = self.table(value, "drain")?;
+        let mut drain = Drain::default();
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "timeout" => {
+                    if let Some(d) = self.duration(value, "drain.timeout") {
+                        drain.timeout = d;
+                    }
+                }
+                _ => self.unknown(key, "in [drain]", DRAIN_KEYS),
+            }
+        }
+        Some(drain)
     }
 
     fn services(&mut self, value: &Spanned<DeValue<'_>>, file: usize) -> Vec<ServiceDraft> {
@@ -1185,6 +1207,8 @@ nodes = ["10.0.0.11:6379"]
         assert_eq!(config.log, Log::default());
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.level, "info");
+        assert_eq!(config.drain, Drain::default());
+        assert_eq!(config.drain.timeout, Duration::from_secs(30));
         assert_eq!(config.sources, vec![PathBuf::from(ORIGIN)]);
         let [service] = config.services.as_slice() else {
             panic!("one service expected");
@@ -1208,6 +1232,9 @@ listen = "0.0.0.0:9000"
 [log]
 format = "json"
 level = "keyway=debug,warn"
+
+[drain]
+timeout = "1.5m"
 
 [[service]]
 name = "main.redis-1_a"
@@ -1243,6 +1270,7 @@ limits.max_held = 0
         assert_eq!(config.admin.listen, addr("0.0.0.0:9000"));
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.log.level, "keyway=debug,warn");
+        assert_eq!(config.drain.timeout, Duration::from_secs(90));
         let [first, second] = config.services.as_slice() else {
             panic!("two services expected");
         };
@@ -1323,12 +1351,14 @@ nodelay = true
 master_name = "mymaster"
 nodes = ["10.0.0.11:26379"]
 quorum = 2
+[drain]
+grace = "5s"
 "#,
         );
         assert_eq!(
             problems,
             vec![
-                "1:1: unknown key \"color\" at the top level: expected include, admin, log or service",
+                "1:1: unknown key \"color\" at the top level: expected include, admin, log, drain or service",
                 "3:1: unknown key \"port\" in [admin]: expected listen",
                 "5:1: unknown key \"colour\" in [log]: expected format or level",
                 "10:1: unknown key \"role\" in [[service]]: expected name, listen, nodes, username, \
@@ -1339,6 +1369,7 @@ quorum = 2
                 "18:1: unknown key \"nodelay\" in [service.tcp]: expected keepalive",
                 "22:1: unknown key \"quorum\" in [service.sentinel]: expected master_name, nodes, \
                  username, password_file, interval or timeout",
+                "24:1: unknown key \"grace\" in [drain]: expected timeout",
             ]
         );
     }
@@ -1602,6 +1633,40 @@ nodes = ["127.0.0.1:7001"]
         ] {
             ok(&format!("[log]\nlevel = \"{good}\"\n{MINIMAL}"));
         }
+    }
+
+    #[test]
+    fn drain_values() {
+        // Zero is allowed: sessions are closed at once.
+        let config = ok(&format!("[drain]\ntimeout = \"0s\"\n{MINIMAL}"));
+        assert_eq!(config.drain.timeout, Duration::ZERO);
+        let config = ok(&format!("drain = {{ timeout = \"250ms\" }}\n{MINIMAL}"));
+        assert_eq!(config.drain.timeout, Duration::from_millis(250));
+        // An empty table keeps the default.
+        let config = ok(&format!("[drain]\n{MINIMAL}"));
+        assert_eq!(config.drain, Drain::default());
+        one_error(
+            &format!("[drain]\ntimeout = \"30\"\n{MINIMAL}"),
+            "2:11: invalid duration \"30\" for drain.timeout: missing unit; expected a number with \
+             unit ms, s, m or h",
+        );
+        one_error(
+            &format!("[drain]\ntimeout = \"-1s\"\n{MINIMAL}"),
+            "2:11: invalid duration \"-1s\" for drain.timeout: a duration cannot be negative",
+        );
+        one_error(
+            &format!("[drain]\ntimeout = 30\n{MINIMAL}"),
+            "2:11: invalid type for drain.timeout: expected a duration string such as \"500ms\" or \
+             \"2s\", found an integer",
+        );
+        one_error(
+            &format!("drain = \"30s\"\n{MINIMAL}"),
+            "1:9: invalid type for drain: expected a table ([drain]), found a string",
+        );
+        one_error(
+            &format!("[drain]\ntimeout = \"30s\"\nsessions = 1\n{MINIMAL}"),
+            "3:1: unknown key \"sessions\" in [drain]: expected timeout",
+        );
     }
 
     #[test]
@@ -2133,6 +2198,7 @@ listen = "0.0.0.0:6381"
         let header = prop::sample::select(vec![
             "[admin]",
             "[log]",
+            "[drain]",
             "[[service]]",
             "[service.check]",
             "[service.timeouts]",
