@@ -23,7 +23,7 @@ pub enum LabError {
          `apt-get install -y redis-server redis-sentinel redis-tools` or set {env}"
     )]
     MissingBinary {
-        /// `redis-server` (later also `redis-sentinel`).
+        /// `redis-server` or `redis-sentinel`.
         binary: &'static str,
         /// The environment variable that overrides the lookup.
         env: &'static str,
@@ -197,4 +197,20 @@ pub enum LabError {
         /// The last observation of each node.
         detail: String,
     },
+
+    /// The sentinels did not reach the awaited state in time.
+    #[error("sentinels did not {waiting_for} within {timeout:?}: {detail}")]
+    SentinelTimeout {
+        /// What was awaited, e.g. `agree on the topology`.
+        waiting_for: String,
+        /// The deadline.
+        timeout: Duration,
+        /// The last observation of each sentinel, then their log tails.
+        detail: String,
+    },
+
+    /// The lab cannot be built as configured (e.g. a master name Sentinel cannot
+    /// store in its config file).
+    #[error("invalid lab configuration: {0}")]
+    Config(String),
 }

@@ -50,6 +50,10 @@ pub struct RedisNode {
     port: u16,
     password: Option<String>,
     start_timeout: Duration,
+    /// The config file as the lab wrote it. Sentinel sends `CONFIG REWRITE` with every
+    /// `REPLICAOF` it issues, so the file on disk changes at each failover; `restart`
+    /// writes this copy back first, so a node always restarts in its original role.
+    config: Vec<u8>,
 }
 
 impl RedisNode {
@@ -64,52 +68,16 @@ impl RedisNode {
             "redis.conf",
             "redis.log",
         )?;
-        let mut last_tail = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let port = try_free_port()?;
-            // Logs of a failed attempt would make the next one look failed too.
-            process.clear_logs();
-            process.write_config(&render_config(
-                port,
-                &process,
-                spec.password,
-                spec.replicaof,
-            ))?;
-            process.spawn()?;
-            let addr = loopback(port);
-            let startup = process.wait_ready(spec.start_timeout, |pid| {
-                probe_ready(addr, spec.password, pid)
-            });
-            match startup {
-                Startup::Ready => {
-                    return Ok(RedisNode {
-                        process,
-                        port,
-                        password: spec.password.map(str::to_owned),
-                        start_timeout: spec.start_timeout,
-                    });
-                }
-                Startup::Exited { log_tail, .. } if port_taken(&log_tail) => last_tail = log_tail,
-                Startup::Exited { status, log_tail } => {
-                    return Err(LabError::Exited {
-                        name: process.name().to_owned(),
-                        status,
-                        log_tail,
-                    });
-                }
-                Startup::TimedOut { log_tail } => {
-                    return Err(LabError::StartTimeout {
-                        name: process.name().to_owned(),
-                        timeout: spec.start_timeout,
-                        log_tail,
-                    });
-                }
-            }
-        }
-        Err(LabError::PortsExhausted {
-            name: process.name().to_owned(),
-            attempts: PORT_ATTEMPTS,
-            log_tail: last_tail,
+        let (port, config) =
+            start_on_free_port(&process, spec.password, spec.start_timeout, |port| {
+                render_config(port, &process, spec.password, spec.replicaof)
+            })?;
+        Ok(RedisNode {
+            process,
+            port,
+            password: spec.password.map(str::to_owned),
+            start_timeout: spec.start_timeout,
+            config,
         })
     }
 
@@ -138,7 +106,8 @@ impl RedisNode {
         self.process.dir()
     }
 
-    /// The config file the node was started with.
+    /// The config file of the node. It holds what the lab wrote until Sentinel rewrites
+    /// it (`CONFIG REWRITE` during a failover); [`RedisNode::restart`] restores it.
     pub fn config_path(&self) -> &Path {
         self.process.config_path()
     }
@@ -181,30 +150,23 @@ impl RedisNode {
         }
     }
 
-    /// Starts the node again from its original config file (same port, same directory,
-    /// so a replica comes back as a replica of the *initial* master, and the initial
-    /// master comes back as a master with an empty dataset). A still-running process is
-    /// killed first. Returns once `PING` answers `PONG`.
+    /// Starts the node again from its original config (same port, same directory), so a
+    /// replica comes back as a replica of the *initial* master, and the initial master
+    /// comes back as a master with an empty dataset, whatever Sentinel did meanwhile:
+    /// Sentinel rewrites the config file of every node it reconfigures (`CONFIG
+    /// REWRITE`), and the lab writes its own version back before starting. This is the
+    /// "old master restarted after a crash claims master" case. A still-running
+    /// process is killed first. Returns once `PING` answers `PONG`.
     pub fn restart(&self) -> Result<(), LabError> {
+        self.process.kill();
+        self.process.write_config(&self.config)?;
         self.process.spawn()?;
-        let addr = self.addr();
-        let password = self.password();
-        match self
-            .process
-            .wait_ready(self.start_timeout, |pid| probe_ready(addr, password, pid))
-        {
-            Startup::Ready => Ok(()),
-            Startup::Exited { status, log_tail } => Err(LabError::Exited {
-                name: self.name().to_owned(),
-                status,
-                log_tail,
-            }),
-            Startup::TimedOut { log_tail } => Err(LabError::StartTimeout {
-                name: self.name().to_owned(),
-                timeout: self.start_timeout,
-                log_tail,
-            }),
-        }
+        wait_started(
+            &self.process,
+            self.addr(),
+            self.password(),
+            self.start_timeout,
+        )
     }
 
     /// `SHUTDOWN NOSAVE` and wait for the exit; falls back to `SIGKILL` when the node
@@ -327,11 +289,71 @@ impl RedisNode {
     }
 }
 
-fn loopback(port: u16) -> SocketAddr {
+/// Writes the config rendered for a fresh free port, starts the process and waits until
+/// it answers as itself; retries with another port when the picked one was taken in the
+/// meantime. Returns the port and the config that worked.
+pub(crate) fn start_on_free_port(
+    process: &Process,
+    password: Option<&str>,
+    timeout: Duration,
+    render: impl Fn(u16) -> Vec<u8>,
+) -> Result<(u16, Vec<u8>), LabError> {
+    let mut last_tail = String::new();
+    for _ in 0..PORT_ATTEMPTS {
+        let port = try_free_port()?;
+        // Logs of a failed attempt would make the next one look failed too.
+        process.clear_logs();
+        let config = render(port);
+        process.write_config(&config)?;
+        process.spawn()?;
+        let addr = loopback(port);
+        let startup = process.wait_ready(timeout, |pid| probe_ready(addr, password, pid));
+        match startup {
+            Startup::Exited { log_tail, .. } if port_taken(&log_tail) => last_tail = log_tail,
+            startup => return check_startup(process, timeout, startup).map(|()| (port, config)),
+        }
+    }
+    Err(LabError::PortsExhausted {
+        name: process.name().to_owned(),
+        attempts: PORT_ATTEMPTS,
+        log_tail: last_tail,
+    })
+}
+
+/// Waits until a just-spawned process answers `PING` as itself on `addr`.
+pub(crate) fn wait_started(
+    process: &Process,
+    addr: SocketAddr,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<(), LabError> {
+    let startup = process.wait_ready(timeout, |pid| probe_ready(addr, password, pid));
+    check_startup(process, timeout, startup)
+}
+
+/// `Ok` for [`Startup::Ready`], else the matching error with the log tail.
+fn check_startup(process: &Process, timeout: Duration, startup: Startup) -> Result<(), LabError> {
+    let name = process.name().to_owned();
+    match startup {
+        Startup::Ready => Ok(()),
+        Startup::Exited { status, log_tail } => Err(LabError::Exited {
+            name,
+            status,
+            log_tail,
+        }),
+        Startup::TimedOut { log_tail } => Err(LabError::StartTimeout {
+            name,
+            timeout,
+            log_tail,
+        }),
+    }
+}
+
+pub(crate) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-fn expect_ok(reply: Reply, command: &str) -> Result<(), LabError> {
+pub(crate) fn expect_ok(reply: Reply, command: &str) -> Result<(), LabError> {
     match reply.into_result(command)? {
         Reply::Simple(s) if s == "OK" => Ok(()),
         other => Err(LabError::UnexpectedReply {
@@ -420,13 +442,15 @@ fn render_config(
     line("repl-diskless-sync-delay", b"0");
     // What the master and Sentinel see as this replica's address.
     line("replica-announce-ip", b"127.0.0.1");
+    // Every replica can be promoted (0 would exclude it); written out so nobody wonders.
+    line("replica-priority", b"100");
     // Lets tests use DEBUG SLEEP and friends, from loopback only.
     line("enable-debug-command", b"local");
     out
 }
 
 /// A double-quoted config value as `sdssplitargs` parses it.
-fn quote(value: &[u8]) -> Vec<u8> {
+pub(crate) fn quote(value: &[u8]) -> Vec<u8> {
     let mut out = vec![b'"'];
     for &b in value {
         match b {

@@ -1,7 +1,7 @@
 //! One supervised server process: program, config file, directory, logs, child.
 //!
-//! Nothing here knows about Redis: a `RedisNode` (and later a sentinel) wraps a
-//! [`Process`] and supplies its own readiness probe.
+//! Nothing here knows about Redis: a `RedisNode` and a `SentinelNode` each wrap a
+//! [`Process`] and supply their own config and readiness probe.
 //!
 //! Invariants:
 //! - the `Child` is kept unreaped until we wait on it ourselves, so its pid cannot be
