@@ -8,17 +8,25 @@
 //! - [`reply`]: Redis replies (`ROLE`, `INFO replication`, `PING`) to observations; pure.
 //! - [`decision`]: the routing decision, a pure state machine taking `now` as an argument.
 //! - [`probe`]: the `Prober` task, one long-lived connection per node.
-//! - [`monitor`]: the `Monitor` task of one service: runs its probers, feeds the
-//!   decision, publishes the route on a watch channel.
+//! - [`sentinel`]: the `SentinelWatcher` task, queries and event subscription per sentinel.
+//! - [`timeline`]: the bounded, shared ring of what happened, for post-mortems.
+//! - [`monitor`]: the `Monitor` task of one service: runs its probers and
+//!   sentinel watchers, feeds the decision, publishes the route on a watch channel.
 
 pub mod decision;
 pub mod monitor;
 pub mod observation;
 pub mod probe;
 pub mod reply;
+pub mod sentinel;
+pub mod timeline;
 
-pub use decision::{Event, Health, NodeState, Router};
-pub use monitor::{Monitor, RouteWatch};
+pub use decision::{Event, FailoverHint, Health, Majority, NodeState, Router};
+pub use monitor::{
+    Monitor, MonitorHandle, NodeStatus, PROBE_BUCKETS, ProbeCounts, RouteWatch, SentinelStatus,
+    ServiceStatus,
+};
+pub use timeline::{Timeline, TimelineEntry};
 pub use observation::{
     NodeRole, ProbeOutcome, ProbeReport, Role, SentinelEvent, SentinelMessage, SentinelOutcome,
     SentinelReport, SentinelView,

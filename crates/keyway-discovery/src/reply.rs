@@ -447,6 +447,225 @@ fn integer(frame: &Frame) -> Option<i64> {
     }
 }
 
+// Sentinel replies: `SENTINEL get-master-addr-by-name`, `SENTINEL replicas`
+// and the messages of a subscribed connection. Same rules as above: exact or
+// rejected, never a panic, and only fixed words in a displayed error.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use keyway_config::NodeAddr;
+
+use crate::observation::SentinelView;
+
+/// Longest Sentinel event payload kept, in bytes (after sanitising).
+pub const MAX_EVENT_PAYLOAD: usize = 512;
+
+/// The master a sentinel names, from its reply to
+/// `SENTINEL get-master-addr-by-name <name>`: `[ip, port]`, or a nil reply
+/// (`*-1`) when the sentinel does not monitor that name (`None`).
+///
+/// The address must be an IP address and a non-zero port: Sentinel can be set
+/// to announce host names, and the proxy does no DNS at run time.
+pub fn master_addr_from_frame(frame: &Frame) -> Result<Option<NodeAddr>, ReplyError> {
+    match frame {
+        Frame::Null => Ok(None),
+        Frame::Array(items) => match items.as_slice() {
+            [ip, port] => node_addr(ip, port)
+                .map(Some)
+                .ok_or(ReplyError::Malformed("master address is not ip:port")),
+            _ => Err(ReplyError::Malformed("master address has the wrong length")),
+        },
+        Frame::Error(text) => Err(ReplyError::refused(text)),
+        _ => Err(ReplyError::Malformed("master address is not an array")),
+    }
+}
+
+/// Every replica a sentinel lists in its reply to `SENTINEL replicas <name>`:
+/// an array of flat `[key, value, key, value, ...]` arrays, of which only `ip`
+/// and `port` are read (flags do not matter: the probes judge health).
+pub fn replicas_from_frame(frame: &Frame) -> Result<Vec<NodeAddr>, ReplyError> {
+    let entries = match frame {
+        Frame::Array(entries) => entries,
+        Frame::Error(text) => return Err(ReplyError::refused(text)),
+        _ => return Err(ReplyError::Malformed("replica list is not an array")),
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Frame::Array(fields) = entry else {
+                return Err(ReplyError::Malformed("replica entry is not an array"));
+            };
+            if fields.len() % 2 != 0 {
+                return Err(ReplyError::Malformed("replica entry has an odd length"));
+            }
+            let field = |key: &str| {
+                fields
+                    .chunks_exact(2)
+                    .find(|pair| text(&pair[0]) == Some(key))
+                    .map(|pair| &pair[1])
+            };
+            let (Some(ip), Some(port)) = (field("ip"), field("port")) else {
+                return Err(ReplyError::Malformed("replica entry has no ip or port"));
+            };
+            node_addr(ip, port).ok_or(ReplyError::Malformed("replica address is not ip:port"))
+        })
+        .collect()
+}
+
+impl SentinelView {
+    /// A sentinel's view from its replies to the pipeline
+    /// `SENTINEL get-master-addr-by-name <name>`, `SENTINEL replicas <name>`.
+    ///
+    /// A sentinel that does not know the name answers nil, then
+    /// `-ERR No such master with that name`: that is a view with no master and
+    /// no replicas, not a failure. Any other refusal is an error.
+    pub fn from_frames(master: &Frame, replicas: &Frame) -> Result<SentinelView, ReplyError> {
+        let master = master_addr_from_frame(master)?;
+        let replicas = match replicas {
+            Frame::Error(text) if master.is_none() && is_no_such_master(text) => Vec::new(),
+            other => replicas_from_frame(other)?,
+        };
+        Ok(SentinelView { master, replicas })
+    }
+}
+
+/// Sentinel's refusal of a command about a master name it does not monitor.
+fn is_no_such_master(text: &str) -> bool {
+    text.starts_with("ERR No such master")
+}
+
+/// An IP address and a port, each a string or an integer frame.
+fn node_addr(ip: &Frame, port: &Frame) -> Option<NodeAddr> {
+    let ip: IpAddr = text(ip)?.parse().ok()?;
+    let port = integer(port).and_then(|p| u16::try_from(p).ok())?;
+    (port != 0).then(|| NodeAddr(SocketAddr::new(ip, port)))
+}
+
+/// One frame read on a connection in subscribed mode (RESP2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubSubReply {
+    /// `["subscribe", channel, count]`: one channel subscribed.
+    Subscribed { channel: String },
+    /// `["message", channel, payload]`: something was published.
+    Message { channel: String, payload: Bytes },
+    /// `["pong", data]`: the answer to `PING` in subscribed mode.
+    Pong,
+}
+
+impl PubSubReply {
+    /// Parses one frame of a subscribed connection. An error reply (a
+    /// `SUBSCRIBE` refused by ACLs) is [`ReplyError::Refused`].
+    pub fn from_frame(frame: &Frame) -> Result<PubSubReply, ReplyError> {
+        let items = match frame {
+            Frame::Array(items) => items,
+            // RESP3 answers PING with a plain PONG even when subscribed.
+            Frame::SimpleString(s) if s.eq_ignore_ascii_case(b"PONG") => {
+                return Ok(PubSubReply::Pong);
+            }
+            Frame::Error(text) => return Err(ReplyError::refused(text)),
+            _ => return Err(ReplyError::Malformed("pubsub reply is not an array")),
+        };
+        let Some((kind, rest)) = items.split_first() else {
+            return Err(ReplyError::Malformed("pubsub reply is empty"));
+        };
+        let kind = text(kind).ok_or(ReplyError::Malformed("pubsub kind is not a string"))?;
+        let channel = |frame: &Frame| {
+            text(frame)
+                .map(str::to_owned)
+                .ok_or(ReplyError::Malformed("pubsub channel is not a string"))
+        };
+        match (kind, rest) {
+            ("subscribe", [name, count]) if integer(count).is_some() => {
+                Ok(PubSubReply::Subscribed {
+                    channel: channel(name)?,
+                })
+            }
+            ("message", [name, payload]) => match payload {
+                Frame::BulkString(payload) | Frame::SimpleString(payload) => {
+                    Ok(PubSubReply::Message {
+                        channel: channel(name)?,
+                        payload: payload.clone(),
+                    })
+                }
+                _ => Err(ReplyError::Malformed("pubsub payload is not a string")),
+            },
+            ("pong", [_]) => Ok(PubSubReply::Pong),
+            _ => Err(ReplyError::Malformed("unexpected pubsub reply")),
+        }
+    }
+}
+
+/// A Sentinel event payload fit for logs and the status page: printable ASCII
+/// only (anything else becomes `?`), at most [`MAX_EVENT_PAYLOAD`] bytes.
+pub fn sanitize_event_payload(raw: &[u8]) -> String {
+    raw.iter()
+        .take(MAX_EVENT_PAYLOAD)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// The master name a Sentinel event is about, from its channel and payload.
+///
+/// Sentinel publishes `<name> <old-ip> <old-port> <new-ip> <new-port>` on
+/// `+switch-master`; every other event describes an instance:
+/// `master <name> <ip> <port>` for a master, and
+/// `<type> <name> <ip> <port> @ <master-name> <master-ip> <master-port>` for
+/// a replica or a sentinel. `None` when the payload fits none of these.
+pub fn event_master_name<'a>(channel: &str, payload: &'a str) -> Option<&'a str> {
+    let mut words = payload.split(' ');
+    if channel == "+switch-master" {
+        return words.next().filter(|w| !w.is_empty());
+    }
+    match words.next()? {
+        "master" => words.next().filter(|w| !w.is_empty()),
+        _ => {
+            let mut after_at = words.skip_while(|w| *w != "@");
+            after_at.next()?;
+            after_at.next().filter(|w| !w.is_empty())
+        }
+    }
+}
+
+/// A `+switch-master` event: Sentinel moved `master_name` from `old` to `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchMaster {
+    pub master_name: String,
+    pub old: NodeAddr,
+    pub new: NodeAddr,
+}
+
+impl SwitchMaster {
+    /// Parses `<name> <old-ip> <old-port> <new-ip> <new-port>`.
+    pub fn from_payload(payload: &str) -> Result<SwitchMaster, ReplyError> {
+        let words: Vec<&str> = payload.split(' ').collect();
+        let [name, old_ip, old_port, new_ip, new_port] = words.as_slice() else {
+            return Err(ReplyError::Malformed("switch-master has the wrong length"));
+        };
+        let addr = |ip: &str, port: &str| {
+            let ip: IpAddr = ip.parse().ok()?;
+            let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+            Some(NodeAddr(SocketAddr::new(ip, port)))
+        };
+        match (addr(old_ip, old_port), addr(new_ip, new_port)) {
+            (Some(old), Some(new)) if !name.is_empty() => Ok(SwitchMaster {
+                master_name: (*name).to_owned(),
+                old,
+                new,
+            }),
+            _ => Err(ReplyError::Malformed(
+                "switch-master address is not ip:port",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,6 +1151,347 @@ mod tests {
                     Err(ReplyError::Malformed("inconsistent resp framing"))
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod sentinel_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, ReplyError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = decode_frame(&mut buf)? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
+    fn one(bytes: &[u8]) -> Frame {
+        let frames = decode_all(bytes).expect("valid resp");
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        frames.into_iter().next().expect("one frame")
+    }
+
+    fn addr(s: &str) -> NodeAddr {
+        NodeAddr(s.parse().expect("socket address"))
+    }
+
+    // Replies captured from redis-sentinel 7.0.15 (raw bytes on the socket),
+    // monitoring `keyway` at 127.0.0.1:27101 with one replica at :27102.
+    const MASTER_ADDR: &[u8] = b"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n27101\r\n";
+    const MASTER_UNKNOWN: &[u8] = b"*-1\r\n";
+    const NO_SUCH_MASTER: &[u8] = b"-ERR No such master with that name\r\n";
+    const REPLICAS: &[u8] = b"*1\r\n*42\r\n$4\r\nname\r\n$15\r\n127.0.0.1:27102\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n$5\r\n27102\r\n$5\r\nrunid\r\n$40\r\n723fc17c5c2f744f831e46efcee93b29d138ed64\r\n$5\r\nflags\r\n$5\r\nslave\r\n$21\r\nlink-pending-commands\r\n$1\r\n0\r\n$13\r\nlink-refcount\r\n$1\r\n1\r\n$14\r\nlast-ping-sent\r\n$1\r\n0\r\n$18\r\nlast-ok-ping-reply\r\n$3\r\n762\r\n$15\r\nlast-ping-reply\r\n$3\r\n762\r\n$23\r\ndown-after-milliseconds\r\n$4\r\n1000\r\n$12\r\ninfo-refresh\r\n$3\r\n762\r\n$13\r\nrole-reported\r\n$5\r\nslave\r\n$18\r\nrole-reported-time\r\n$4\r\n4974\r\n$21\r\nmaster-link-down-time\r\n$5\r\n-1000\r\n$18\r\nmaster-link-status\r\n$3\r\nerr\r\n$11\r\nmaster-host\r\n$9\r\n127.0.0.1\r\n$11\r\nmaster-port\r\n$5\r\n27101\r\n$14\r\nslave-priority\r\n$3\r\n100\r\n$17\r\nslave-repl-offset\r\n$1\r\n1\r\n$17\r\nreplica-announced\r\n$1\r\n1\r\n";
+    const SUBSCRIBED: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n";
+    const PONG: &[u8] = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n";
+    // Published during `SENTINEL FAILOVER keyway`, in this order.
+    const FAILOVER: &[u8] = b"*3\r\n$7\r\nmessage\r\n$13\r\n+try-failover\r\n$29\r\nmaster keyway 127.0.0.1 27101\r\n*3\r\n$7\r\nmessage\r\n$15\r\n+elected-leader\r\n$29\r\nmaster keyway 127.0.0.1 27101\r\n*3\r\n$7\r\nmessage\r\n$34\r\n+failover-state-send-slaveof-noone\r\n$62\r\nslave 127.0.0.1:27102 127.0.0.1 27102 @ keyway 127.0.0.1 27101\r\n*3\r\n$7\r\nmessage\r\n$15\r\n+promoted-slave\r\n$62\r\nslave 127.0.0.1:27102 127.0.0.1 27102 @ keyway 127.0.0.1 27101\r\n*3\r\n$7\r\nmessage\r\n$13\r\n+failover-end\r\n$29\r\nmaster keyway 127.0.0.1 27101\r\n*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$38\r\nkeyway 127.0.0.1 27101 127.0.0.1 27102\r\n*3\r\n$7\r\nmessage\r\n$17\r\n+convert-to-slave\r\n$62\r\nslave 127.0.0.1:27101 127.0.0.1 27101 @ keyway 127.0.0.1 27102\r\n";
+
+    #[test]
+    fn captured_view() {
+        let view = SentinelView::from_frames(&one(MASTER_ADDR), &one(REPLICAS));
+        assert_eq!(
+            view,
+            Ok(SentinelView {
+                master: Some(addr("127.0.0.1:27101")),
+                replicas: vec![addr("127.0.0.1:27102")],
+            })
+        );
+        assert_eq!(
+            replicas_from_frame(&one(b"*0\r\n")),
+            Ok(Vec::new()),
+            "a master with no replica"
+        );
+    }
+
+    #[test]
+    fn unknown_master_name_is_an_empty_view() {
+        assert_eq!(master_addr_from_frame(&one(MASTER_UNKNOWN)), Ok(None));
+        assert_eq!(master_addr_from_frame(&one(b"$-1\r\n")), Ok(None));
+        assert_eq!(
+            SentinelView::from_frames(&one(MASTER_UNKNOWN), &one(NO_SUCH_MASTER)),
+            Ok(SentinelView {
+                master: None,
+                replicas: Vec::new()
+            })
+        );
+        // With a master named, the same refusal makes no sense.
+        assert!(SentinelView::from_frames(&one(MASTER_ADDR), &one(NO_SUCH_MASTER)).is_err());
+        // Other refusals are refusals, with or without a master.
+        let noperm = one(b"-NOPERM this user has no permissions\r\n");
+        let err = SentinelView::from_frames(&one(MASTER_UNKNOWN), &noperm).expect_err("refused");
+        assert_eq!(err.code(), Some(&ErrorCode::NoPerm));
+        let err = SentinelView::from_frames(&noperm, &one(b"*0\r\n")).expect_err("refused");
+        assert_eq!(err.to_string(), "refused (noperm)");
+    }
+
+    #[test]
+    fn ipv6_and_integer_ports() {
+        let frame = Frame::Array(vec![
+            Frame::BulkString(Bytes::from_static(b"::1")),
+            Frame::Integer(6379),
+        ]);
+        assert_eq!(master_addr_from_frame(&frame), Ok(Some(addr("[::1]:6379"))));
+    }
+
+    #[test]
+    fn host_names_and_garbage_are_malformed() {
+        let masters: &[&[u8]] = &[
+            b"*2\r\n$16\r\nredis-0.internal\r\n$4\r\n6379\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n70000\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n",
+            b"*2\r\n$9\r\n127.0.0.1\r\n$-1\r\n",
+            b"*1\r\n$9\r\n127.0.0.1\r\n",
+            b"*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n$1\r\nx\r\n",
+            b"*0\r\n",
+            b"+OK\r\n",
+            b":1\r\n",
+            b"$9\r\n127.0.0.1\r\n",
+            b"*2\r\n$2\r\n\xff\xfe\r\n$4\r\n6379\r\n",
+        ];
+        for case in masters {
+            let err = master_addr_from_frame(&one(case)).expect_err("malformed");
+            assert!(
+                matches!(err, ReplyError::Malformed(_)),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(case)
+            );
+            assert!(err.to_string().starts_with("malformed reply"), "{err}");
+        }
+        let replicas: &[&[u8]] = &[
+            b"+OK\r\n",
+            b"$-1\r\n",
+            b"*1\r\n:1\r\n",
+            b"*1\r\n*1\r\n$2\r\nip\r\n",
+            b"*1\r\n*2\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n",
+            b"*1\r\n*4\r\n$2\r\nip\r\n$4\r\nhost\r\n$4\r\nport\r\n$4\r\n6379\r\n",
+            b"*1\r\n*4\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n$2\r\n-1\r\n",
+            b"*2\r\n*4\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n$1\r\n1\r\n*0\r\n",
+        ];
+        for case in replicas {
+            let err = replicas_from_frame(&one(case)).expect_err("malformed");
+            assert!(
+                matches!(err, ReplyError::Malformed(_)),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[test]
+    fn pubsub_replies() {
+        assert_eq!(
+            PubSubReply::from_frame(&one(SUBSCRIBED)),
+            Ok(PubSubReply::Subscribed {
+                channel: "+switch-master".into()
+            })
+        );
+        assert_eq!(PubSubReply::from_frame(&one(PONG)), Ok(PubSubReply::Pong));
+        assert_eq!(
+            PubSubReply::from_frame(&one(b"+PONG\r\n")),
+            Ok(PubSubReply::Pong)
+        );
+        let refused = PubSubReply::from_frame(&one(b"-NOPERM no channel\r\n"));
+        assert_eq!(
+            refused.map_err(|e| e.to_string()),
+            Err("refused (noperm)".into())
+        );
+        for bad in [
+            &b"*0\r\n"[..],
+            b"+OK\r\n",
+            b"*2\r\n$7\r\nmessage\r\n$1\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\nx\r\n*0\r\n",
+            b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n$1\r\ny\r\n",
+            b"*3\r\n$8\r\npmessage\r\n$1\r\nx\r\n$1\r\ny\r\n",
+        ] {
+            assert!(
+                PubSubReply::from_frame(&one(bad)).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn captured_failover_events() {
+        let events: Vec<(String, String)> = decode_all(FAILOVER)
+            .expect("valid resp")
+            .iter()
+            .map(|f| match PubSubReply::from_frame(f) {
+                Ok(PubSubReply::Message { channel, payload }) => {
+                    (channel, sanitize_event_payload(&payload))
+                }
+                other => panic!("not a message: {other:?}"),
+            })
+            .collect();
+        assert_eq!(events.len(), 7);
+        for (channel, payload) in &events {
+            assert_eq!(
+                event_master_name(channel, payload),
+                Some("keyway"),
+                "{channel} {payload}"
+            );
+        }
+        let (channel, payload) = &events[5];
+        assert_eq!(channel, "+switch-master");
+        assert_eq!(
+            SwitchMaster::from_payload(payload),
+            Ok(SwitchMaster {
+                master_name: "keyway".into(),
+                old: addr("127.0.0.1:27101"),
+                new: addr("127.0.0.1:27102"),
+            })
+        );
+    }
+
+    #[test]
+    fn event_master_names() {
+        let name = event_master_name;
+        assert_eq!(name("+sdown", "master other 10.0.0.1 6379"), Some("other"));
+        assert_eq!(
+            name(
+                "+sdown",
+                "sentinel 127.0.0.1:26380 127.0.0.1 26380 @ keyway 127.0.0.1 6379"
+            ),
+            Some("keyway")
+        );
+        assert_eq!(
+            name("+switch-master", "other 127.0.0.1 1 127.0.0.1 2"),
+            Some("other")
+        );
+        // A master named like a keyword is still read by position.
+        assert_eq!(
+            name("+odown", "master @ 127.0.0.1 1 #quorum 2/2"),
+            Some("@")
+        );
+        for junk in ["", " ", "slave 1.2.3.4:5 1.2.3.4 5", "slave x @", "master"] {
+            assert_eq!(name("+sdown", junk), None, "{junk:?}");
+        }
+        assert_eq!(name("+switch-master", ""), None);
+    }
+
+    #[test]
+    fn switch_master_payloads() {
+        assert_eq!(
+            SwitchMaster::from_payload("m ::1 6379 ::1 6380").map(|s| s.new),
+            Ok(addr("[::1]:6380"))
+        );
+        for bad in [
+            "",
+            "keyway 127.0.0.1 1 127.0.0.1",
+            "keyway 127.0.0.1 1 127.0.0.1 2 extra",
+            "keyway 127.0.0.1 1 redis-1 2",
+            "keyway 127.0.0.1 1 127.0.0.1 0",
+            "keyway 127.0.0.1 1 127.0.0.1 65536",
+            " 127.0.0.1 1 127.0.0.1 2",
+            "keyway  127.0.0.1 1 127.0.0.1 2",
+        ] {
+            assert!(SwitchMaster::from_payload(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn payloads_are_sanitised_and_bounded() {
+        assert_eq!(
+            sanitize_event_payload(b"master k\x1b[31m\xff\r\n"),
+            "master k?[31m???"
+        );
+        let long = vec![b'a'; MAX_EVENT_PAYLOAD * 3];
+        assert_eq!(sanitize_event_payload(&long).len(), MAX_EVENT_PAYLOAD);
+    }
+
+    /// Frames of any shape, biased towards what sentinels send.
+    fn frame() -> impl Strategy<Value = Frame> {
+        let word = prop_oneof![
+            Just(b"127.0.0.1".to_vec()),
+            Just(b"::1".to_vec()),
+            Just(b"6379".to_vec()),
+            Just(b"ip".to_vec()),
+            Just(b"port".to_vec()),
+            Just(b"message".to_vec()),
+            Just(b"subscribe".to_vec()),
+            Just(b"pong".to_vec()),
+            Just(b"+switch-master".to_vec()),
+            Just(b"keyway 127.0.0.1 1 127.0.0.1 2".to_vec()),
+            prop::collection::vec(any::<u8>(), 0..12),
+        ];
+        let leaf = prop_oneof![
+            word.clone().prop_map(|w| Frame::BulkString(Bytes::from(w))),
+            word.prop_map(|w| Frame::SimpleString(Bytes::from(w))),
+            any::<i64>().prop_map(Frame::Integer),
+            Just(Frame::Null),
+            "[ -~]{0,20}".prop_map(|s| Frame::Error(s.as_str().into())),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop::collection::vec(inner, 0..8).prop_map(Frame::Array)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_frames_never_panic(a in frame(), b in frame()) {
+            let _ = master_addr_from_frame(&a);
+            let _ = replicas_from_frame(&a);
+            let _ = SentinelView::from_frames(&a, &b);
+            if let Ok(PubSubReply::Message { channel, payload }) = PubSubReply::from_frame(&a) {
+                let text = String::from_utf8_lossy(&payload);
+                let _ = event_master_name(&channel, &text);
+                let _ = SwitchMaster::from_payload(&text);
+            }
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic(raw in prop::collection::vec(any::<u8>(), 0..2048), channel in "[-+a-z]{0,20}") {
+            let clean = sanitize_event_payload(&raw);
+            prop_assert!(clean.len() <= MAX_EVENT_PAYLOAD);
+            prop_assert!(clean.bytes().all(|b| b == b' ' || b.is_ascii_graphic()));
+            let text = String::from_utf8_lossy(&raw);
+            let _ = event_master_name(&channel, &text);
+            let _ = SwitchMaster::from_payload(&text);
+        }
+
+        #[test]
+        fn generated_views_parse(
+            master in prop::option::of((any::<[u8; 4]>(), 1u16..)),
+            replicas in prop::collection::vec((any::<[u8; 4]>(), 1u16.., "[a-z,_]{0,20}"), 0..5),
+        ) {
+            let bulk = |s: String| Frame::BulkString(Bytes::from(s));
+            let master_frame = match master {
+                Some((ip, port)) => Frame::Array(vec![
+                    bulk(std::net::Ipv4Addr::from(ip).to_string()),
+                    bulk(port.to_string()),
+                ]),
+                None => Frame::Null,
+            };
+            let replicas_frame = Frame::Array(
+                replicas
+                    .iter()
+                    .map(|(ip, port, flags)| {
+                        Frame::Array(vec![
+                            bulk("name".into()),
+                            bulk(format!("{}:{port}", std::net::Ipv4Addr::from(*ip))),
+                            bulk("flags".into()),
+                            bulk(flags.clone()),
+                            bulk("port".into()),
+                            bulk(port.to_string()),
+                            bulk("ip".into()),
+                            bulk(std::net::Ipv4Addr::from(*ip).to_string()),
+                        ])
+                    })
+                    .collect(),
+            );
+            let to_addr = |ip: [u8; 4], port: u16| NodeAddr(SocketAddr::from((ip, port)));
+            prop_assert_eq!(
+                SentinelView::from_frames(&master_frame, &replicas_frame),
+                Ok(SentinelView {
+                    master: master.map(|(ip, port)| to_addr(ip, port)),
+                    replicas: replicas.iter().map(|(ip, port, _)| to_addr(*ip, *port)).collect(),
+                })
+            );
         }
     }
 }
