@@ -228,7 +228,12 @@ impl Router {
         self.sentinels = sentinels.map(|(addrs, stale_after)| {
             let votes = addrs
                 .iter()
-                .map(|a| (*a, old.as_ref().and_then(|o| o.votes.get(a).copied().flatten())))
+                .map(|a| {
+                    (
+                        *a,
+                        old.as_ref().and_then(|o| o.votes.get(a).copied().flatten()),
+                    )
+                })
                 .collect();
             let heard = addrs
                 .iter()
@@ -296,7 +301,11 @@ impl Router {
 
     /// Replaces the node set (reload, discovery). Kept nodes keep their state; a
     /// removed routed node loses the route.
-    pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeAddr>, now: Instant) -> Vec<Event> {
+    pub fn set_nodes(
+        &mut self,
+        nodes: impl IntoIterator<Item = NodeAddr>,
+        now: Instant,
+    ) -> Vec<Event> {
         let mut next: BTreeMap<NodeAddr, NodeState> = BTreeMap::new();
         for node in nodes {
             let state = self.nodes.remove(&node).unwrap_or_else(NodeState::new);
@@ -412,7 +421,10 @@ impl Router {
                 to: hint.to,
                 sentinel: hint.sentinel,
             });
-            events.push(Event::RouteChanged { from: Some(from), to: None });
+            events.push(Event::RouteChanged {
+                from: Some(from),
+                to: None,
+            });
         }
         self.decide(now, &mut events);
         events
@@ -435,9 +447,9 @@ impl Router {
     /// With Sentinel (the majority is the second witness): the node is up and
     /// its last probe said master, not loading.
     fn confirms_master(&self, node: NodeAddr) -> bool {
-        self.nodes.get(&node).is_some_and(|s| {
-            s.health == Health::Up && s.fail_streak == 0 && s.master_streak >= 1
-        })
+        self.nodes
+            .get(&node)
+            .is_some_and(|s| s.health == Health::Up && s.fail_streak == 0 && s.master_streak >= 1)
     }
 
     fn claimants_except(&self, route: NodeAddr) -> Vec<NodeAddr> {
@@ -492,7 +504,9 @@ impl Router {
                     self.route = Some(master);
                 }
                 if let Some(s) = self.sentinels.as_mut()
-                    && s.withdrawn.is_some_and(|(node, until)| now >= until || self.route.is_some_and(|r| r != node))
+                    && s.withdrawn.is_some_and(|(node, until)| {
+                        now >= until || self.route.is_some_and(|r| r != node)
+                    })
                 {
                     s.withdrawn = None;
                 }
@@ -530,7 +544,13 @@ impl Router {
             .is_some_and(|(withdrawn, until)| withdrawn == node && now < until)
     }
 
-    fn note_majority(&mut self, majority: Majority, votes: usize, needed: usize, events: &mut Vec<Event>) {
+    fn note_majority(
+        &mut self,
+        majority: Majority,
+        votes: usize,
+        needed: usize,
+        events: &mut Vec<Event>,
+    ) {
         if let Some(s) = self.sentinels.as_mut()
             && s.majority != majority
         {
@@ -795,11 +815,19 @@ mod tests {
         // The replica is promoted; the old master still says master.
         r.observe(addr(1), &master(), c.tick());
         r.observe(addr(0), &master(), c.tick());
-        assert_eq!(r.route(), Some(addr(0)), "the majority still names the old master");
+        assert_eq!(
+            r.route(),
+            Some(addr(0)),
+            "the majority still names the old master"
+        );
         r.observe_sentinel(sentinel(0), &names(addr(1)), c.tick());
         assert_eq!(r.route(), Some(addr(0)));
         r.observe_sentinel(sentinel(1), &names(addr(1)), c.tick());
-        assert_eq!(r.route(), Some(addr(1)), "majority moved, old master dropped");
+        assert_eq!(
+            r.route(),
+            Some(addr(1)),
+            "majority moved, old master dropped"
+        );
         r.observe(addr(0), &master(), c.tick());
         assert_eq!(r.route(), Some(addr(1)));
         assert_eq!(r.conflicting_masters(), vec![addr(0)]);
@@ -833,7 +861,11 @@ mod tests {
         vote_all(&mut r, &mut c, addr(0));
         r.observe_sentinel(sentinel(0), &sentinel_down(), c.tick());
         let events = r.observe_sentinel(sentinel(1), &sentinel_down(), c.tick());
-        assert!(events.iter().any(|e| matches!(e, Event::SentinelMajority { master: None, .. })));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::SentinelMajority { master: None, .. }))
+        );
         feed(&mut r, &mut c, addr(0), &master(), 3);
         assert_eq!(r.route(), Some(addr(0)), "kept while it says master");
         r.observe(addr(0), &replica(), c.tick());
@@ -852,7 +884,11 @@ mod tests {
         // Probes go on, sentinels fall silent: their views age past STALE.
         r.observe(addr(0), &master(), c.0 + STALE * 2);
         assert_eq!(r.majority(), Some(Majority::None));
-        assert_eq!(r.route(), Some(addr(0)), "no majority keeps the current route");
+        assert_eq!(
+            r.route(),
+            Some(addr(0)),
+            "no majority keeps the current route"
+        );
     }
 
     #[test]
@@ -887,7 +923,13 @@ mod tests {
         feed(&mut r, &mut c, addr(0), &master(), 2);
         vote_all(&mut r, &mut c, addr(0));
         let at = c.tick();
-        r.observe_failover(FailoverHint { sentinel: sentinel(2), to: addr(1) }, at);
+        r.observe_failover(
+            FailoverHint {
+                sentinel: sentinel(2),
+                to: addr(1),
+            },
+            at,
+        );
         assert_eq!(r.route(), None);
         let later = at + FAILOVER_HINT_WINDOW;
         for i in 0..3 {
@@ -897,14 +939,57 @@ mod tests {
     }
 
     #[test]
+    fn decided_once_every_node_and_sentinel_was_heard_even_failing() {
+        let mut c = Clock(Instant::now());
+        let mut r = with_sentinels(&[addr(0)]);
+        r.observe(addr(0), &failed(), c.tick());
+        assert!(!r.has_decided());
+        for i in 0..3 {
+            r.observe_sentinel(sentinel(i), &sentinel_down(), c.tick());
+        }
+        assert!(r.has_decided(), "all sentinels down is still a decision: no route");
+        assert_eq!(r.route(), None);
+    }
+
+    #[test]
+    fn reconfigured_sentinels_keep_known_votes() {
+        let mut c = Clock(Instant::now());
+        let mut r = with_sentinels(&[addr(0)]);
+        feed(&mut r, &mut c, addr(0), &master(), 2);
+        vote_all(&mut r, &mut c, addr(0));
+        // Sentinel 2 is replaced by sentinel 3: two known votes remain, a majority of 3.
+        r.set_sentinels(Some((vec![sentinel(0), sentinel(1), sentinel(3)], STALE)));
+        r.observe(addr(0), &master(), c.tick());
+        assert_eq!(r.route(), Some(addr(0)));
+        assert_eq!(r.majority(), Some(Majority::Agreed(addr(0))));
+        // Back to probes alone.
+        r.set_sentinels(None);
+        r.set_thresholds(1, 1);
+        r.observe(addr(0), &replica(), c.tick());
+        assert_eq!(r.route(), None);
+    }
+
+    #[test]
     fn hints_and_reports_from_unknown_sentinels_are_ignored() {
         let mut c = Clock(Instant::now());
         let mut r = with_sentinels(&[addr(0)]);
         feed(&mut r, &mut c, addr(0), &master(), 2);
         vote_all(&mut r, &mut c, addr(0));
         let stranger = SentinelAddr(([127, 0, 0, 1], 1).into());
-        assert!(r.observe_failover(FailoverHint { sentinel: stranger, to: addr(1) }, c.tick()).is_empty());
-        assert!(r.observe_sentinel(stranger, &names(addr(1)), c.tick()).is_empty());
+        assert!(
+            r.observe_failover(
+                FailoverHint {
+                    sentinel: stranger,
+                    to: addr(1)
+                },
+                c.tick()
+            )
+            .is_empty()
+        );
+        assert!(
+            r.observe_sentinel(stranger, &names(addr(1)), c.tick())
+                .is_empty()
+        );
         assert_eq!(r.route(), Some(addr(0)));
     }
 

@@ -26,8 +26,8 @@ pub use monitor::{
     Monitor, MonitorHandle, NodeStatus, PROBE_BUCKETS, ProbeCounts, RouteWatch, SentinelStatus,
     ServiceStatus,
 };
-pub use timeline::{Timeline, TimelineEntry};
 pub use observation::{
     NodeRole, ProbeOutcome, ProbeReport, Role, SentinelEvent, SentinelMessage, SentinelOutcome,
     SentinelReport, SentinelView,
 };
+pub use timeline::{Timeline, TimelineEntry};

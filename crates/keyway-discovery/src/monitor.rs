@@ -42,7 +42,9 @@ pub struct NodeStatus {
 }
 
 /// Upper bounds (seconds) of the probe duration histogram buckets.
-pub const PROBE_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+pub const PROBE_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 /// Cumulative probe counters of one node, kept by the monitor (no atomics:
 /// one writer), read by the metrics exporter at scrape time.
@@ -66,7 +68,10 @@ impl ProbeCounts {
             return;
         }
         let secs = report.latency.as_secs_f64();
-        let bucket = PROBE_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(PROBE_BUCKETS.len());
+        let bucket = PROBE_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(PROBE_BUCKETS.len());
         self.duration_buckets[bucket] += 1;
         self.duration_sum += report.latency;
     }
@@ -285,18 +290,29 @@ impl Monitor {
                         events.extend(self.sync_nodes(report.at, probe_tx, tasks, shutdown));
                     }
                 }
-                events.extend(self.router.observe_sentinel(report.sentinel, &report.outcome, report.at));
+                events.extend(self.router.observe_sentinel(
+                    report.sentinel,
+                    &report.outcome,
+                    report.at,
+                ));
                 events
             }
             SentinelMessage::Event(event) => {
                 self.timeline.push(
                     &self.service.name,
                     "sentinel_event",
-                    format!("sentinel {}: {} {}", event.sentinel, event.kind, event.payload),
+                    format!(
+                        "sentinel {}: {} {}",
+                        event.sentinel, event.kind, event.payload
+                    ),
                 );
                 tracing::info!(service = %self.service.name, sentinel = %event.sentinel,
                     kind = %event.kind, payload = %event.payload, "sentinel event");
-                let master_name = self.service.sentinel.as_ref().map(|s| s.master_name.as_str());
+                let master_name = self
+                    .service
+                    .sentinel
+                    .as_ref()
+                    .map(|s| s.master_name.as_str());
                 let Some(to) = master_name.and_then(|name| failover_target(&event, name)) else {
                     return Vec::new();
                 };
@@ -304,7 +320,10 @@ impl Monitor {
                 // event is a reason to look, never a reason to route.
                 let mut events = Vec::new();
                 if !self.probers.contains_key(&to) {
-                    self.discovered.entry(event.sentinel).or_default().insert(to);
+                    self.discovered
+                        .entry(event.sentinel)
+                        .or_default()
+                        .insert(to);
                     events.extend(self.sync_nodes(event.at, probe_tx, tasks, shutdown));
                 }
                 if let Some(prober) = self.probers.get(&to) {
@@ -466,7 +485,8 @@ fn record(service: &str, timeline: &Timeline, event: &Event) {
             "role_changed",
             format!(
                 "node {node} role {} -> {}{}",
-                from.map(|r| r.role.to_string()).unwrap_or_else(|| "unknown".into()),
+                from.map(|r| r.role.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
                 to.role,
                 if to.loading { " (loading)" } else { "" }
             ),
@@ -483,10 +503,14 @@ fn record(service: &str, timeline: &Timeline, event: &Event) {
             "ambiguous_masters",
             format!("nodes {claimants:?} all claim master and none is routed; holding clients"),
         ),
-        Event::SentinelMajority { master, votes, needed } => (
+        Event::SentinelMajority {
+            master,
+            votes,
+            needed,
+        } => (
             "sentinel_majority",
             match master {
-                Some(m) => format!("sentinel majority names {m} ({votes} of {needed} needed)"),
+                Some(m) => format!("sentinel majority names {m} ({votes} votes, {needed} needed)"),
                 None => format!(
                     "no sentinel majority ({votes} agree, {needed} needed): keeping the current route, adopting no new master"
                 ),
@@ -494,7 +518,9 @@ fn record(service: &str, timeline: &Timeline, event: &Event) {
         ),
         Event::RouteWithdrawn { from, to, sentinel } => (
             "route_withdrawn",
-            format!("sentinel {sentinel} reports a failover to {to}: route withdrawn from {from}, clients held"),
+            format!(
+                "sentinel {sentinel} reports a failover to {to}: route withdrawn from {from}, clients held"
+            ),
         ),
     };
     match event {
@@ -536,7 +562,11 @@ mod tests {
         );
         assert_eq!(failover_target(&e, "mymaster"), Some(node(6380)));
         assert_eq!(failover_target(&e, "other"), None);
-        let e = event("+promoted-slave", "slave 127.0.0.1:6381 127.0.0.1 6381 @ mymaster 127.0.0.1 6379", None);
+        let e = event(
+            "+promoted-slave",
+            "slave 127.0.0.1:6381 127.0.0.1 6381 @ mymaster 127.0.0.1 6379",
+            None,
+        );
         assert_eq!(failover_target(&e, "mymaster"), Some(node(6381)));
         let e = event(
             "+switch-master",
@@ -548,10 +578,20 @@ mod tests {
         for (kind, payload) in [
             ("+sdown", "master mymaster 127.0.0.1 6379"),
             ("+promoted-slave", "slave garbage"),
-            ("+promoted-slave", "slave x 999.1.1.1 6380 @ mymaster 127.0.0.1 6379"),
-            ("+promoted-slave", "slave x 127.0.0.1 99999 @ mymaster 127.0.0.1 6379"),
+            (
+                "+promoted-slave",
+                "slave x 999.1.1.1 6380 @ mymaster 127.0.0.1 6379",
+            ),
+            (
+                "+promoted-slave",
+                "slave x 127.0.0.1 99999 @ mymaster 127.0.0.1 6379",
+            ),
         ] {
-            assert_eq!(failover_target(&event(kind, payload, None), "mymaster"), None, "{kind} {payload}");
+            assert_eq!(
+                failover_target(&event(kind, payload, None), "mymaster"),
+                None,
+                "{kind} {payload}"
+            );
         }
     }
 }

@@ -60,11 +60,18 @@ impl Timeline {
     /// The last `n` entries, oldest first.
     pub fn recent(&self, n: usize) -> Vec<TimelineEntry> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.iter().skip(entries.len().saturating_sub(n)).cloned().collect()
+        entries
+            .iter()
+            .skip(entries.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
