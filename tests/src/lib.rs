@@ -67,7 +67,8 @@ impl Default for Tuning {
 }
 
 /// A one-service config named `redis` on 127.0.0.1:0 in front of `nodes`,
-/// authenticating with the lab's password file.
+/// authenticating with the lab's password file; the admin server on
+/// 127.0.0.1:0 too (see `Proxy::admin_addr`).
 pub fn config(lab: &Lab, nodes: &[SocketAddr], tuning: &Tuning) -> Config {
     let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
     let password_file = lab
@@ -87,6 +88,10 @@ pub fn config(lab: &Lab, nodes: &[SocketAddr], tuning: &Tuning) -> Config {
         r#"
 [log]
 level = "warn"
+
+# Port 0: tests run in parallel, each proxy with its own admin server.
+[admin]
+listen = "127.0.0.1:0"
 
 [[service]]
 name = "redis"
@@ -149,4 +154,61 @@ pub fn client(proxy: &Proxy, lab: &Lab) -> redis::Client {
         None => format!("redis://{}:{}/0", addr.ip(), addr.port()),
     };
     redis::Client::open(url).expect("valid url")
+}
+
+/// How long Sentinel-driven conditions may take: Sentinel converts a node that
+/// wrongly claims master only after 8 s of claims and on an `INFO` refresh that
+/// can be 10 s apart, so these waits need more than [`DEADLINE`].
+pub const SENTINEL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// [`assert_eventually!`] with its own deadline instead of [`DEADLINE`].
+#[macro_export]
+macro_rules! assert_eventually_within {
+    ($deadline:expr, $cond:expr, $($what:tt)+) => {{
+        let limit: ::std::time::Duration = $deadline;
+        let deadline = ::tokio::time::Instant::now() + limit;
+        loop {
+            if $cond {
+                break;
+            }
+            if ::tokio::time::Instant::now() >= deadline {
+                panic!("not true within {:?}: {}", limit, format!($($what)+));
+            }
+            ::tokio::time::sleep(::std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+/// A lab with Sentinel: one master, `replicas` replicas and `sentinels`
+/// sentinels (down-after 1000 ms, quorum a majority), nodes with a password,
+/// sentinels without. Blocking: call it off the runtime.
+pub fn sentinel_lab(replicas: usize, sentinels: usize) -> Lab {
+    let started = Lab::builder()
+        .replicas(replicas)
+        .sentinels(sentinels)
+        .down_after(Duration::from_millis(1000))
+        .start();
+    match started {
+        Ok(lab) => lab,
+        Err(e) => panic!("cannot start the Redis lab with Sentinel: {e}"),
+    }
+}
+
+/// The `[service.sentinel]` table following `lab`'s sentinels, for
+/// [`Tuning::extra`].
+pub fn sentinel_toml(lab: &Lab) -> String {
+    let nodes: Vec<String> = lab
+        .sentinels()
+        .iter()
+        .map(|s| format!("\"{}\"", s.addr()))
+        .collect();
+    let password_file = lab
+        .sentinel_password_file()
+        .map(|p| format!("password_file = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    format!(
+        "\n[service.sentinel]\nmaster_name = \"{}\"\nnodes = [{}]\n{password_file}",
+        lab.master_name(),
+        nodes.join(", ")
+    )
 }

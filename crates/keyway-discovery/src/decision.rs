@@ -947,7 +947,10 @@ mod tests {
         for i in 0..3 {
             r.observe_sentinel(sentinel(i), &sentinel_down(), c.tick());
         }
-        assert!(r.has_decided(), "all sentinels down is still a decision: no route");
+        assert!(
+            r.has_decided(),
+            "all sentinels down is still a decision: no route"
+        );
         assert_eq!(r.route(), None);
     }
 

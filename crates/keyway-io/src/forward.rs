@@ -11,27 +11,24 @@
 //!   moved away from this node). Nothing here waits on the node to go away: the
 //!   sockets are dropped by the caller, which never blocks, even on a hung node.
 //!
-//! Byte counts and the last-activity time are kept per session. Each count has
-//! one writer (its direction) and the activity time is only ever overwritten with
-//! "now", so both use relaxed loads and stores (plain moves, no locked
-//! instruction) rather than `fetch_add`. They are atomics only
-//! because the session future must be `Send`. The caller gets the totals once at
-//! the end and adds them to shared metrics in one batch per session.
+//! One future per session, polled by the caller's task (no task is spawned): on
+//! each wakeup it polls the cut, both directions ([`crate::direction`]) and the
+//! idle timer. Byte counts are plain integers owned by that future; the caller
+//! gets the totals once at the end and adds them to shared metrics in one batch.
+//! The idle timer is only reset (a cheap deadline extension in tokio) on a
+//! wakeup that moved bytes, not per syscall.
 
-use std::future::{Future, pending};
+use std::future::{Future, poll_fn};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::pin;
+use std::sync::LazyLock;
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep};
 
-/// First buffer size per direction. Small, so an idle session costs little.
-const INITIAL_BUF: usize = 8 * 1024;
-/// Largest buffer per direction. A direction grows to it only when reads keep
-/// filling the buffer (bulk transfers), where fewer syscalls matter more.
-const MAX_BUF: usize = 64 * 1024;
+use crate::direction::Direction;
 
 /// One side of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,151 +77,122 @@ impl Close {
 pub struct Transfer {
     pub client_to_node: u64,
     pub node_to_client: u64,
+    /// How many of those bytes (both directions) went through `splice(2)`
+    /// rather than a userspace copy.
+    pub spliced: u64,
 }
 
-/// Forwards between `client` and `node` until the session ends; see the module doc.
+/// How a session moves its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// Userspace copy only (`read` + `write`).
+    Copy,
+    /// `splice(2)` through a pooled pipe per direction whenever a pipe can be
+    /// had, copy otherwise. For tests and benchmarks.
+    Splice,
+    /// Copy for request/response traffic, splice for bulk, chosen per direction
+    /// from what it reads (see [`crate::direction`]). What [`forward`] uses.
+    #[default]
+    Auto,
+}
+
+impl Engine {
+    /// The engine [`forward`] uses: [`Engine::Auto`], unless the environment
+    /// variable [`ENGINE_ENV`] says `copy`, `splice` or `auto` (read once per
+    /// process). A benchmarking and diagnostic switch, so the load benchmark
+    /// can compare engines in the real binary; not a tuning knob.
+    pub fn from_env() -> Engine {
+        static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
+            match std::env::var(ENGINE_ENV).as_deref() {
+                Ok("copy") => Engine::Copy,
+                Ok("splice") => Engine::Splice,
+                _ => Engine::Auto,
+            }
+        });
+        *ENGINE
+    }
+}
+
+/// The environment variable read by [`Engine::from_env`].
+pub const ENGINE_ENV: &str = "KEYWAY_IO_ENGINE";
+
+/// Forwards between `client` and `node` until the session ends, with
+/// [`Engine::from_env`] (normally [`Engine::Auto`]); see the module doc.
 pub async fn forward(
     client: &mut TcpStream,
     node: &mut TcpStream,
     idle: Option<Duration>,
     cut: impl Future<Output = ()>,
 ) -> (Transfer, Close) {
-    let (mut client_read, mut client_write) = client.split();
-    let (mut node_read, mut node_write) = node.split();
-    let client_to_node = Counter::default();
-    let node_to_client = Counter::default();
-    let last_activity = Activity::new();
+    forward_with(client, node, Engine::from_env(), idle, cut).await
+}
 
-    let up = pipe(
-        &mut client_read,
-        &mut node_write,
-        (Side::Client, Side::Node),
-        &client_to_node,
-        &last_activity,
-    );
-    let down = pipe(
-        &mut node_read,
-        &mut client_write,
-        (Side::Node, Side::Client),
-        &node_to_client,
-        &last_activity,
-    );
-    let idle = idle_expired(idle, &last_activity);
-    tokio::pin!(up, down, idle, cut);
+/// [`forward`] with a chosen [`Engine`].
+pub async fn forward_with(
+    client: &mut TcpStream,
+    node: &mut TcpStream,
+    engine: Engine,
+    idle: Option<Duration>,
+    cut: impl Future<Output = ()>,
+) -> (Transfer, Close) {
+    let mut up = Direction::new(Side::Client, Side::Node, engine);
+    let mut down = Direction::new(Side::Node, Side::Client, engine);
+    let mut cut = pin!(cut);
+    let mut timer = pin!(idle.map(sleep));
 
-    let (mut up_done, mut down_done) = (false, false);
-    let close = loop {
-        tokio::select! {
-            done = &mut up, if !up_done => match done {
-                Ok(()) if down_done => break Close::Done,
-                Ok(()) => up_done = true,
-                Err((side, e)) => break Close::Error(side, e),
-            },
-            done = &mut down, if !down_done => match done {
-                Ok(()) if up_done => break Close::Done,
-                Ok(()) => down_done = true,
-                Err((side, e)) => break Close::Error(side, e),
-            },
-            () = &mut idle => break Close::Idle,
-            () = &mut cut => break Close::Cut,
+    let close = poll_fn(|cx| {
+        if cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Close::Cut);
         }
-    };
+        let before = up.bytes + down.bytes;
+        if !up.done
+            && let Poll::Ready(Err((side, e))) = up.poll(cx, client, node)
+        {
+            return Poll::Ready(Close::Error(side, e));
+        }
+        if !down.done
+            && let Poll::Ready(Err((side, e))) = down.poll(cx, node, client)
+        {
+            return Poll::Ready(Close::Error(side, e));
+        }
+        if up.done && down.done {
+            return Poll::Ready(Close::Done);
+        }
+        if let (Some(mut timer), Some(idle)) = (timer.as_mut().as_pin_mut(), idle) {
+            if up.bytes + down.bytes != before {
+                timer.as_mut().reset(Instant::now() + idle);
+            }
+            if timer.poll(cx).is_ready() {
+                return Poll::Ready(Close::Idle);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
     let transfer = Transfer {
-        client_to_node: client_to_node.0.load(Relaxed),
-        node_to_client: node_to_client.0.load(Relaxed),
+        client_to_node: up.bytes,
+        node_to_client: down.bytes,
+        spliced: up.spliced + down.spliced,
     };
     (transfer, close)
 }
 
-/// Copies one direction until EOF, then shuts down writing on the other side.
-async fn pipe<R, W>(
-    from: &mut R,
-    to: &mut W,
-    (from_side, to_side): (Side, Side),
-    count: &Counter,
-    last_activity: &Activity,
-) -> Result<(), (Side, io::Error)>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; INITIAL_BUF];
-    loop {
-        let n = from.read(&mut buf).await.map_err(|e| (from_side, e))?;
-        if n == 0 {
-            return match to.shutdown().await {
-                // The peer is already gone for writing: nothing left to tell it.
-                Err(e) if e.kind() != io::ErrorKind::NotConnected => Err((to_side, e)),
-                _ => Ok(()),
-            };
-        }
-        to.write_all(&buf[..n]).await.map_err(|e| (to_side, e))?;
-        count.add(n);
-        last_activity.touch();
-        if n == buf.len() && buf.len() < MAX_BUF {
-            buf.resize(buf.len() * 2, 0);
-        }
-    }
-}
-
-/// A byte count with a single writer.
-#[derive(Default)]
-struct Counter(AtomicU64);
-
-impl Counter {
-    fn add(&self, n: usize) {
-        // Single writer: load + store is exact and cheaper than fetch_add.
-        self.0.store(self.0.load(Relaxed) + n as u64, Relaxed);
-    }
-}
-
-/// When a byte last moved, as nanoseconds since the session started.
-struct Activity {
-    start: Instant,
-    nanos: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            start: Instant::now(),
-            nanos: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.store(nanos, Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_nanos(self.nanos.load(Relaxed))
-    }
-}
-
-/// Resolves once no byte has moved for `idle`; never when `idle` is `None`.
-async fn idle_expired(idle: Option<Duration>, last_activity: &Activity) {
-    let Some(idle) = idle else {
-        return pending().await;
-    };
-    loop {
-        let deadline = last_activity.last() + idle;
-        if deadline <= Instant::now() {
-            return;
-        }
-        sleep_until(deadline).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    //! The forwarding matrix, run once per engine by `matrix!` below: both
+    //! directions, half-close each way, one side stalled, peer reset each way,
+    //! idle, cut, 1 MiB and 100 MiB byte-exact.
+
     use super::*;
+    use crate::splice::PipePool;
+    use std::future::pending;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
 
-    const DEADLINE: Duration = Duration::from_secs(20);
+    const DEADLINE: Duration = Duration::from_secs(60);
 
     /// A connected pair of streams: (the side we hand to `forward`, the far end).
     async fn pair() -> io::Result<(TcpStream, TcpStream)> {
@@ -235,7 +203,7 @@ mod tests {
     }
 
     /// A session: the app end (talks to the client side) and the redis end
-    /// (talks to the node side), with `forward` running between them.
+    /// (talks to the node side), with `forward_with` running between them.
     struct Session {
         app: TcpStream,
         redis: TcpStream,
@@ -243,7 +211,7 @@ mod tests {
         cut: Option<oneshot::Sender<()>>,
     }
 
-    async fn session(idle: Option<Duration>) -> io::Result<Session> {
+    async fn session(engine: Engine, idle: Option<Duration>) -> io::Result<Session> {
         let (mut client, app) = pair().await?;
         let (mut node, redis) = pair().await?;
         let (cut_tx, cut_rx) = oneshot::channel::<()>();
@@ -254,7 +222,7 @@ mod tests {
                     pending::<()>().await;
                 }
             };
-            forward(&mut client, &mut node, idle, cut).await
+            forward_with(&mut client, &mut node, engine, idle, cut).await
         });
         Ok(Session {
             app,
@@ -271,9 +239,18 @@ mod tests {
             .expect("forward panicked")
     }
 
-    #[tokio::test]
-    async fn both_directions_then_eof_both_ways() -> io::Result<()> {
-        let mut s = session(None).await?;
+    /// Writes `chunk` until the kernel buffers on the way are full.
+    async fn fill(stream: &mut TcpStream) -> usize {
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0;
+        while let Ok(Ok(n)) = timeout(Duration::from_millis(300), stream.write(&chunk)).await {
+            sent += n;
+        }
+        sent
+    }
+
+    async fn both_directions_then_eof_both_ways(engine: Engine) -> io::Result<()> {
+        let mut s = session(engine, None).await?;
         s.app.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
         let mut buf = [0u8; 14];
         s.redis.read_exact(&mut buf).await?;
@@ -286,19 +263,37 @@ mod tests {
         s.redis.shutdown().await?;
         let (transfer, close) = finish(s.task).await;
         assert!(matches!(close, Close::Done), "{close:?}");
-        assert_eq!(
-            transfer,
-            Transfer {
-                client_to_node: 14,
-                node_to_client: 7
-            }
-        );
+        assert_eq!((transfer.client_to_node, transfer.node_to_client), (14, 7));
         Ok(())
     }
 
-    #[tokio::test]
-    async fn half_close_keeps_the_other_direction_flowing() -> io::Result<()> {
-        let mut s = session(None).await?;
+    async fn small_request_response_many_times(engine: Engine) -> io::Result<()> {
+        let mut s = session(engine, None).await?;
+        for i in 0..200u32 {
+            let req = format!("*2\r\n$3\r\nGET\r\n$8\r\nkey:{i:04}\r\n");
+            s.app.write_all(req.as_bytes()).await?;
+            let mut got = vec![0u8; req.len()];
+            s.redis.read_exact(&mut got).await?;
+            assert_eq!(got, req.as_bytes());
+            s.redis.write_all(b"$-1\r\n").await?;
+            let mut got = [0u8; 5];
+            s.app.read_exact(&mut got).await?;
+            assert_eq!(&got, b"$-1\r\n");
+        }
+        drop(s.app);
+        drop(s.redis);
+        let (transfer, close) = finish(s.task).await;
+        assert!(!matches!(close, Close::Cut | Close::Idle), "{close:?}");
+        assert_eq!(transfer.node_to_client, 1000);
+        if engine != Engine::Splice {
+            // The policy keeps request/response traffic on the copy path.
+            assert_eq!(transfer.spliced, 0);
+        }
+        Ok(())
+    }
+
+    async fn half_close_keeps_the_other_direction_flowing(engine: Engine) -> io::Result<()> {
+        let mut s = session(engine, None).await?;
         s.app.write_all(b"QUIT\r\n").await?;
         s.app.shutdown().await?; // client -> node EOF
         let mut got = Vec::new();
@@ -315,9 +310,10 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn node_eof_first_reaches_the_client_while_client_keeps_sending() -> io::Result<()> {
-        let mut s = session(None).await?;
+    async fn node_eof_first_reaches_the_client_while_client_keeps_sending(
+        engine: Engine,
+    ) -> io::Result<()> {
+        let mut s = session(engine, None).await?;
         s.redis.shutdown().await?; // node -> client EOF
         let mut got = Vec::new();
         s.app.read_to_end(&mut got).await?;
@@ -333,9 +329,37 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn node_reset_is_a_node_error() -> io::Result<()> {
-        let s = session(None).await?;
+    async fn stalled_node_reader_does_not_stop_replies(engine: Engine) -> io::Result<()> {
+        let mut s = session(engine, None).await?;
+        // The node stops reading: client -> node backs up through every buffer
+        // (kernel, pipe, copy buffer) ...
+        let sent = fill(&mut s.app).await;
+        assert!(sent > 0);
+        // ... while node -> client, bulk and small, still flows.
+        let reply: Vec<u8> = (0..3 * 64 * 1024).map(|i| (i % 253) as u8).collect();
+        s.redis.write_all(&reply).await?;
+        let mut got = vec![0u8; reply.len()];
+        s.app.read_exact(&mut got).await?;
+        assert!(got == reply, "reply bytes differ");
+        s.redis.write_all(b"+OK\r\n").await?;
+        let mut got = [0u8; 5];
+        s.app.read_exact(&mut got).await?;
+        assert_eq!(&got, b"+OK\r\n");
+        // Then the node drains everything the client sent, in order.
+        s.app.shutdown().await?;
+        let mut at_node = Vec::new();
+        s.redis.read_to_end(&mut at_node).await?;
+        assert_eq!(at_node.len(), sent);
+        assert!(at_node.iter().all(|&b| b == 7));
+        s.redis.shutdown().await?;
+        let (transfer, close) = finish(s.task).await;
+        assert!(matches!(close, Close::Done), "{close:?}");
+        assert_eq!(transfer.client_to_node, sent as u64);
+        Ok(())
+    }
+
+    async fn node_reset_is_a_node_error(engine: Engine) -> io::Result<()> {
+        let s = session(engine, None).await?;
         // SO_LINGER 0 turns the close into a RST.
         socket2::SockRef::from(&s.redis).set_linger(Some(Duration::ZERO))?;
         drop(s.redis);
@@ -344,9 +368,8 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn client_reset_is_a_client_error() -> io::Result<()> {
-        let s = session(None).await?;
+    async fn client_reset_is_a_client_error(engine: Engine) -> io::Result<()> {
+        let s = session(engine, None).await?;
         socket2::SockRef::from(&s.app).set_linger(Some(Duration::ZERO))?;
         drop(s.app);
         let (_, close) = finish(s.task).await;
@@ -354,29 +377,35 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn cut_ends_the_session_even_with_a_stalled_node() -> io::Result<()> {
-        let mut s = session(None).await?;
+    async fn node_reset_while_writing_to_it_is_a_node_error(engine: Engine) -> io::Result<()> {
+        let mut s = session(engine, None).await?;
+        // Bytes are waiting for the node when it resets: the write fails.
+        let _ = fill(&mut s.app).await;
+        socket2::SockRef::from(&s.redis).set_linger(Some(Duration::ZERO))?;
+        drop(s.redis);
+        let (_, close) = finish(s.task).await;
+        assert!(matches!(close, Close::Error(Side::Node, _)), "{close:?}");
+        Ok(())
+    }
+
+    async fn cut_ends_the_session_even_with_a_stalled_node(engine: Engine) -> io::Result<()> {
+        let mut s = session(engine, None).await?;
         // The node never reads: fill what the kernel buffers will take.
-        let chunk = vec![7u8; 64 * 1024];
-        let _ = timeout(Duration::from_millis(500), async {
-            loop {
-                s.app.write_all(&chunk).await?;
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), io::Error>(())
-        })
-        .await;
+        let _ = fill(&mut s.app).await;
+        let discarded = PipePool::global().stats().discarded_nonempty;
         s.cut.take().map(|c| c.send(()));
         let (transfer, close) = finish(s.task).await;
         assert!(matches!(close, Close::Cut), "{close:?}");
         assert!(transfer.client_to_node > 0);
+        if engine == Engine::Splice {
+            // The pipe still held bytes for the node: closed, not pooled.
+            assert!(PipePool::global().stats().discarded_nonempty > discarded);
+        }
         Ok(())
     }
 
-    #[tokio::test]
-    async fn idle_session_is_closed_and_active_one_is_not() -> io::Result<()> {
-        let mut s = session(Some(Duration::from_millis(300))).await?;
+    async fn idle_session_is_closed_and_active_one_is_not(engine: Engine) -> io::Result<()> {
+        let mut s = session(engine, Some(Duration::from_millis(300))).await?;
         // Activity in between keeps it open past several idle periods.
         for _ in 0..6 {
             s.app.write_all(b"x").await?;
@@ -392,8 +421,8 @@ mod tests {
     }
 
     /// Large transfers both ways at once, byte-exact.
-    async fn bulk(size: usize) -> io::Result<()> {
-        let s = session(None).await?;
+    async fn bulk(engine: Engine, size: usize) -> io::Result<()> {
+        let s = session(engine, None).await?;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let expect = data.clone();
         let (mut app_r, mut app_w) = s.app.into_split();
@@ -425,16 +454,106 @@ mod tests {
         assert!(matches!(close, Close::Done), "{close:?}");
         assert_eq!(transfer.client_to_node, size as u64);
         assert_eq!(transfer.node_to_client, size as u64);
+        match engine {
+            Engine::Copy => assert_eq!(transfer.spliced, 0),
+            // Most of a bulk transfer goes through the pipes.
+            Engine::Splice | Engine::Auto => {
+                assert!(transfer.spliced > size as u64, "{transfer:?}")
+            }
+        }
+        // Both pipes went back to the pool empty.
+        let stats = PipePool::global().stats();
+        if engine != Engine::Copy {
+            assert!(stats.idle >= 1, "{stats:?}");
+        }
         Ok(())
     }
 
-    #[tokio::test]
-    async fn one_mib_both_ways_byte_exact() -> io::Result<()> {
-        bulk(1 << 20).await
+    /// The matrix, once per engine.
+    macro_rules! matrix {
+        ($name:ident, $engine:expr) => {
+            mod $name {
+                use super::*;
+
+                #[tokio::test]
+                async fn both_directions_then_eof_both_ways() -> io::Result<()> {
+                    super::both_directions_then_eof_both_ways($engine).await
+                }
+                #[tokio::test]
+                async fn small_request_response_many_times() -> io::Result<()> {
+                    super::small_request_response_many_times($engine).await
+                }
+                #[tokio::test]
+                async fn half_close_keeps_the_other_direction_flowing() -> io::Result<()> {
+                    super::half_close_keeps_the_other_direction_flowing($engine).await
+                }
+                #[tokio::test]
+                async fn node_eof_first_reaches_the_client_while_client_keeps_sending()
+                -> io::Result<()> {
+                    super::node_eof_first_reaches_the_client_while_client_keeps_sending($engine)
+                        .await
+                }
+                #[tokio::test]
+                async fn stalled_node_reader_does_not_stop_replies() -> io::Result<()> {
+                    super::stalled_node_reader_does_not_stop_replies($engine).await
+                }
+                #[tokio::test]
+                async fn node_reset_is_a_node_error() -> io::Result<()> {
+                    super::node_reset_is_a_node_error($engine).await
+                }
+                #[tokio::test]
+                async fn client_reset_is_a_client_error() -> io::Result<()> {
+                    super::client_reset_is_a_client_error($engine).await
+                }
+                #[tokio::test]
+                async fn node_reset_while_writing_to_it_is_a_node_error() -> io::Result<()> {
+                    super::node_reset_while_writing_to_it_is_a_node_error($engine).await
+                }
+                #[tokio::test]
+                async fn cut_ends_the_session_even_with_a_stalled_node() -> io::Result<()> {
+                    super::cut_ends_the_session_even_with_a_stalled_node($engine).await
+                }
+                #[tokio::test]
+                async fn idle_session_is_closed_and_active_one_is_not() -> io::Result<()> {
+                    super::idle_session_is_closed_and_active_one_is_not($engine).await
+                }
+                #[tokio::test]
+                async fn one_mib_both_ways_byte_exact() -> io::Result<()> {
+                    super::bulk($engine, 1 << 20).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn hundred_mib_both_ways_byte_exact() -> io::Result<()> {
+                    super::bulk($engine, 100 << 20).await
+                }
+            }
+        };
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hundred_mib_both_ways_byte_exact() -> io::Result<()> {
-        bulk(100 << 20).await
+    matrix!(copy, Engine::Copy);
+    matrix!(splice, Engine::Splice);
+    matrix!(auto, Engine::Auto);
+
+    #[tokio::test]
+    async fn forward_uses_the_auto_engine() -> io::Result<()> {
+        let (mut client, mut app) = pair().await?;
+        let (mut node, mut redis) = pair().await?;
+        let task =
+            tokio::spawn(
+                async move { forward(&mut client, &mut node, None, pending::<()>()).await },
+            );
+        let data = vec![9u8; 1 << 20];
+        let writer = tokio::spawn(async move {
+            app.write_all(&data).await?;
+            app.shutdown().await
+        });
+        let mut got = Vec::new();
+        redis.read_to_end(&mut got).await?;
+        redis.shutdown().await?;
+        writer.await.expect("writer")?;
+        let (transfer, close) = finish(task).await;
+        assert!(matches!(close, Close::Done), "{close:?}");
+        assert_eq!(got.len(), 1 << 20);
+        assert!(transfer.spliced > 0, "{transfer:?}");
+        Ok(())
     }
 }

@@ -4,6 +4,8 @@
 //! - `keyway check -c FILE`: validate a configuration and print every problem as
 //!   `FILE:LINE:COL: message`, exit 0 when valid and 1 otherwise (like `haproxy -c`).
 //! - `keyway lab`: start a local Redis HA lab and Keyway in front of it.
+//! - `keyway status [-a ADDR]`: the services, routes, nodes and recent events of
+//!   a running Keyway, read from its admin endpoint.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,8 @@ enum Command {
     },
     /// Start a local Redis lab (master + replicas on loopback) and Keyway in front of it.
     Lab(crate::lab::LabArgs),
+    /// Show a running Keyway: services, routes, sessions, nodes, sentinels, recent events.
+    Status(crate::status::StatusArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -56,6 +60,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Lab(args) => exit(runtime().and_then(|rt| rt.block_on(crate::lab::run(args)))),
+        Command::Status(args) => exit(crate::status::run(&args)),
     }
 }
 

@@ -10,6 +10,10 @@
 //!   failover the client is served by the new master instead of getting an error.
 //! - Once connected, the session ends as soon as the route leaves its node
 //!   (rule 4), whatever the node is doing.
+//! - Metrics: the service's handles were resolved when it started; a session
+//!   counts itself once when it connects and adds its bytes once when it
+//!   closes. The sessions and held gauges move only through `Tracked` guards,
+//!   so every exit path, a cancelled task included, gives back what it took.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,6 +27,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Refused, Tracked};
 use crate::proxy::ServiceContext;
 
 /// Pause before retrying a node that refused a connection while the route still
@@ -90,6 +95,11 @@ impl Handler {
         let (node, mut node_stream) = match self.connect(started, &shutdown).await {
             Ok(connected) => connected,
             Err(refusal) => {
+                match refusal {
+                    Refusal::HoldFull => self.ctx.metrics.refused(Refused::HoldFull),
+                    Refusal::HoldTimeout => self.ctx.metrics.hold_timeout(),
+                    Refusal::Shutdown => {}
+                }
                 tracing::info!(
                     service,
                     client = %self.peer,
@@ -100,6 +110,8 @@ impl Handler {
                 return;
             }
         };
+        // Counted from here to the end of `run`, however it ends.
+        let _session = self.ctx.metrics.session_opened();
         let tcp = self.ctx.service.tcp;
         if let Err(e) = keyway_io::socket::tune(&self.client, tcp.keepalive)
             .and_then(|()| keyway_io::socket::tune(&node_stream, tcp.keepalive))
@@ -122,6 +134,7 @@ impl Handler {
             cut,
         )
         .await;
+        self.ctx.metrics.session_closed(&transfer, close.reason());
         self.log_close(node, started, transfer, &close);
     }
 
@@ -134,20 +147,21 @@ impl Handler {
         let ctx = &self.ctx;
         let deadline = started + ctx.service.timeouts.hold;
         let mut route = ctx.route.clone();
-        // Taken the first time this client has to wait, kept until it is served.
-        let mut held: Option<OwnedSemaphorePermit> = None;
+        // Taken the first time this client has to wait, kept until it is served
+        // (or given up): the `max_held` permit and the held-clients gauge.
+        let mut held: Option<(OwnedSemaphorePermit, Tracked)> = None;
         loop {
             let current = *route.borrow_and_update();
             let node = match current {
                 Some(node) => node,
                 None => {
                     if held.is_none() {
-                        held = Some(
-                            ctx.held
-                                .clone()
-                                .try_acquire_owned()
-                                .map_err(|_| Refusal::HoldFull)?,
-                        );
+                        let permit = ctx
+                            .held
+                            .clone()
+                            .try_acquire_owned()
+                            .map_err(|_| Refusal::HoldFull)?;
+                        held = Some((permit, ctx.metrics.held()));
                     }
                     let wait = async {
                         match route.wait_for(Option::is_some).await {
@@ -172,6 +186,7 @@ impl Handler {
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "connect timeout".to_string(),
                 };
+            ctx.metrics.connect_error();
             tracing::warn!(service = %ctx.service.name, client = %self.peer, %node, %error, "connect to node failed");
             if Instant::now() >= deadline {
                 return Err(Refusal::HoldTimeout);

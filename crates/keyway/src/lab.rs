@@ -21,15 +21,26 @@ pub struct LabArgs {
     /// Number of replicas besides the master.
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
+    /// Number of Redis Sentinels (0: route on probes alone).
+    #[arg(long, default_value_t = 3)]
+    pub sentinels: usize,
+    /// Write the lab's addresses as shell variables (KEYWAY_LAB_*) to this file
+    /// once everything is ready, for scripts.
+    #[arg(long)]
+    pub env_file: Option<std::path::PathBuf>,
 }
 
 /// Starts the lab and the proxy; returns when the proxy is stopped.
 pub async fn run(args: LabArgs) -> anyhow::Result<()> {
-    let replicas = args.replicas;
-    let lab =
-        tokio::task::spawn_blocking(move || keyway_lab::Lab::builder().replicas(replicas).start())
-            .await?
-            .context("starting the Redis lab")?;
+    let (replicas, sentinels) = (args.replicas, args.sentinels);
+    let lab = tokio::task::spawn_blocking(move || {
+        keyway_lab::Lab::builder()
+            .replicas(replicas)
+            .sentinels(sentinels)
+            .start()
+    })
+    .await?
+    .context("starting the Redis lab")?;
     let config_path = lab.dir().join("keyway.toml");
     std::fs::write(&config_path, lab_config(&lab, args.port)).context("writing the lab config")?;
     let config = Config::from_file(&config_path).map_err(|p| anyhow::anyhow!("{p}"))?;
@@ -60,6 +71,13 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             if i == 0 { "master" } else { "replica" }
         );
     }
+    for (i, sentinel) in lab.sentinels().iter().enumerate() {
+        println!(
+            "  sentinel {i}: {} (master name {})",
+            sentinel.addr(),
+            lab.master_name()
+        );
+    }
     println!(
         "  try      : REDISCLI_AUTH=$(cat {}) redis-cli -h {} -p {} PING",
         password_file.display(),
@@ -67,11 +85,45 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
         listen.port()
     );
     println!("Stop with Ctrl-C.");
+    if let Some(path) = &args.env_file {
+        write_env_file(path, &lab, listen, password_file).context("writing the env file")?;
+    }
 
     tokio::spawn(crate::signals::watch(proxy.shutdown_token()));
     proxy.wait().await;
     tokio::task::spawn_blocking(move || drop(lab)).await?;
     Ok(())
+}
+
+/// Shell variables describing the lab, written atomically (a script polling for
+/// the file never reads half of it).
+fn write_env_file(
+    path: &std::path::Path,
+    lab: &keyway_lab::Lab,
+    listen: std::net::SocketAddr,
+    password_file: &std::path::Path,
+) -> std::io::Result<()> {
+    let join = |addrs: Vec<String>| addrs.join(" ");
+    let nodes = join(lab.nodes().iter().map(|n| n.addr().to_string()).collect());
+    let sentinels = join(
+        lab.sentinels()
+            .iter()
+            .map(|s| s.addr().to_string())
+            .collect(),
+    );
+    let text = format!(
+        "KEYWAY_LAB_PORT={}\nKEYWAY_LAB_HOST={}\nKEYWAY_LAB_PASSWORD_FILE='{}'\nKEYWAY_LAB_MASTER={}\nKEYWAY_LAB_NODES='{nodes}'\nKEYWAY_LAB_SENTINELS='{sentinels}'\nKEYWAY_LAB_MASTER_NAME={}\nKEYWAY_LAB_DIR='{}'\nKEYWAY_LAB_PID={}\n",
+        listen.port(),
+        listen.ip(),
+        password_file.display(),
+        lab.node(0).addr(),
+        lab.master_name(),
+        lab.dir().display(),
+        std::process::id(),
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
 }
 
 /// The lab's Keyway configuration: short checks so failovers show quickly.
@@ -85,6 +137,20 @@ fn lab_config(lab: &keyway_lab::Lab, port: u16) -> String {
         .password_file()
         .map(|p| format!("password_file = \"{}\"\n", p.display()))
         .unwrap_or_default();
+    let sentinel = if lab.sentinels().is_empty() {
+        String::new()
+    } else {
+        let addrs: Vec<String> = lab
+            .sentinels()
+            .iter()
+            .map(|s| format!("\"{}\"", s.addr()))
+            .collect();
+        format!(
+            "[service.sentinel]\nmaster_name = \"{}\"\nnodes = [{}]\n",
+            lab.master_name(),
+            addrs.join(", ")
+        )
+    };
     format!(
         r#"# Written by `keyway lab`.
 [admin]
@@ -95,6 +161,7 @@ name = "redis"
 listen = "127.0.0.1:{port}"
 nodes = [{nodes}]
 {password_file}
+{sentinel}
 [service.check]
 interval = "200ms"
 timeout = "150ms"

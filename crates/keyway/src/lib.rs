@@ -8,20 +8,28 @@
 //! `keyway lab`).
 //!
 //! Modules:
-//! - [`cli`]: the `keyway` command line (`run`, `check`, `lab`).
+//! - [`cli`]: the `keyway` command line (`run`, `check`, `lab`, `status`).
 //! - [`proxy`]: [`Proxy`], every service of a config running: monitors and listeners.
 //! - [`listener`]: the accept loop of one service, with its limits.
 //! - [`handler`]: one session: hold until a route exists, connect, forward, log.
+//! - [`metrics`]: Prometheus metrics: data-path handles per service, control
+//!   plane read from the monitors' snapshots at scrape time.
+//! - [`admin`]: the admin HTTP server: `/metrics`, `/healthz`, `/status`.
+//! - [`status`]: the `/status` document and `keyway status`, which prints it.
 //! - [`logging`]: tracing set-up from `[log]`.
 //! - [`signals`]: SIGTERM / SIGINT stop, SIGHUP caught.
 //! - [`lab`]: `keyway lab`, a local HA lab with Keyway in front.
 
+pub mod admin;
 pub mod cli;
 pub mod handler;
 pub mod lab;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod signals;
+pub mod status;
 
 pub use proxy::Proxy;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::Handler;
+use crate::metrics::Refused;
 use crate::proxy::ServiceContext;
 
 /// Accepts clients for one service and spawns a [`Handler`] for each.
@@ -45,6 +46,7 @@ impl Listener {
                 }
             };
             let Ok(permit) = self.ctx.sessions.clone().try_acquire_owned() else {
+                self.ctx.metrics.refused(Refused::MaxSessions);
                 tracing::warn!(service, client = %peer, max_sessions = self.ctx.service.limits.max_sessions,
                     "max_sessions reached; closing new client");
                 continue;

@@ -2,20 +2,24 @@
 //!
 //! For each service: one `Monitor` (probes and the routing decision) and one
 //! `Listener` (accept loop), sharing the route through a watch channel. All tasks,
-//! sessions included, are tracked so that shutdown can wait for them.
+//! sessions included, are tracked so that shutdown can wait for them. The admin
+//! HTTP server (`admin`) reads the services through a published list of
+//! `ServiceView`s, and metrics through the per-proxy `Metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use keyway_config::{Config, NodeAddr, Service};
-use keyway_discovery::{Monitor, RouteWatch};
+use keyway_discovery::{Monitor, MonitorHandle, RouteWatch, ServiceStatus, Timeline};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{AdminServer, AdminState, DrainFlag, ServiceView};
 use crate::listener::Listener;
+use crate::metrics::{Metrics, ServiceMetrics};
 
 /// What the sessions of one service share: its settings, route and limits.
 #[derive(Debug)]
@@ -26,6 +30,8 @@ pub(crate) struct ServiceContext {
     pub(crate) sessions: Arc<Semaphore>,
     /// One permit per client waiting for a route (`max_held`).
     pub(crate) held: Arc<Semaphore>,
+    /// Data-path metric handles, resolved once when the service starts.
+    pub(crate) metrics: ServiceMetrics,
 }
 
 /// A running service, as seen from outside.
@@ -33,13 +39,21 @@ pub(crate) struct ServiceContext {
 struct RunningService {
     name: String,
     listen: SocketAddr,
-    route: RouteWatch,
+    monitor: MonitorHandle,
+    /// What the admin endpoints show of it.
+    admin: ServiceView,
 }
 
 /// Every service of a configuration, running. See the module doc.
 #[derive(Debug)]
 pub struct Proxy {
     services: Vec<RunningService>,
+    timeline: Timeline,
+    metrics: Arc<Metrics>,
+    draining: DrainFlag,
+    admin_addr: SocketAddr,
+    /// The services the admin server shows; publish again after any change.
+    admin_views: watch::Sender<Arc<[ServiceView]>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -55,34 +69,90 @@ impl Proxy {
             })?;
             bound.push((service.clone(), tcp));
         }
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("admin: listen on {}", config.admin.listen))?;
+        let admin_addr = admin.local_addr()?;
+        let (admin_views, views) = watch::channel::<Arc<[ServiceView]>>(Arc::new([]));
+        let metrics = Arc::new(Metrics::new(views.clone()));
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let timeline = Timeline::default();
         let mut services = Vec::new();
         for (service, tcp) in bound {
             let listen = tcp.local_addr()?;
-            let (monitor, route) = Monitor::new(service.clone());
+            // The sender will be kept for reload; until then the settings are fixed.
+            let (_config_tx, config_rx) = watch::channel(service.clone());
+            let (monitor, handle) = Monitor::new(config_rx, timeline.clone());
             tasks.spawn(monitor.run(shutdown.child_token()));
             let ctx = Arc::new(ServiceContext {
                 sessions: Arc::new(Semaphore::new(service.limits.max_sessions)),
                 held: Arc::new(Semaphore::new(service.limits.max_held)),
-                route: route.clone(),
+                route: handle.route.clone(),
                 service: service.clone(),
+                metrics: metrics.service(&service.name),
             });
+            let view = ServiceView {
+                name: service.name.clone(),
+                listen,
+                sentinel_master_name: service.sentinel.as_ref().map(|s| s.master_name.clone()),
+                status: handle.status.clone(),
+                metrics: ctx.metrics.clone(),
+            };
             let listener = Listener::new(tcp, ctx, tasks.clone());
             tasks.spawn(listener.run(shutdown.child_token()));
             tracing::info!(service = %service.name, %listen, nodes = ?service.nodes, "service started");
             services.push(RunningService {
                 name: service.name,
                 listen,
-                route,
+                monitor: handle,
+                admin: view,
             });
         }
-        Ok(Proxy {
+        let proxy = Proxy {
             services,
+            timeline,
+            metrics,
+            draining: DrainFlag::default(),
+            admin_addr,
+            admin_views,
             shutdown,
             tasks,
-        })
+        };
+        proxy.publish_admin_views();
+        let state = AdminState {
+            services: views,
+            timeline: proxy.timeline.clone(),
+            draining: proxy.draining.clone(),
+            metrics: proxy.metrics.clone(),
+        };
+        let server = AdminServer::new(admin, state);
+        proxy.tasks.spawn(server.run(proxy.shutdown.child_token()));
+        tracing::info!(admin = %admin_addr, "admin HTTP listening (/metrics, /healthz, /status)");
+        Ok(proxy)
+    }
+
+    /// Shows the current services on the admin endpoints and in the metrics;
+    /// call it again whenever the set of services changes.
+    fn publish_admin_views(&self) {
+        let views = self.services.iter().map(|s| s.admin.clone()).collect();
+        self.admin_views.send_replace(views);
+    }
+
+    /// The address the admin HTTP server actually listens on (useful with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The process's metrics (the reload code counts reloads here).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The draining flag `/healthz` reads: set it when a drain starts.
+    pub fn draining(&self) -> &DrainFlag {
+        &self.draining
     }
 
     /// The address a service actually listens on (useful with port 0).
@@ -92,12 +162,23 @@ impl Proxy {
 
     /// The node a service routes new sessions to right now.
     pub fn route(&self, service: &str) -> Option<NodeAddr> {
-        self.find(service).and_then(|s| *s.route.borrow())
+        self.find(service).and_then(|s| *s.monitor.route.borrow())
     }
 
     /// A watch on a service's route.
     pub fn route_watch(&self, service: &str) -> Option<RouteWatch> {
-        self.find(service).map(|s| s.route.clone())
+        self.find(service).map(|s| s.monitor.route.clone())
+    }
+
+    /// A snapshot of a service's control plane (nodes, sentinels, route).
+    pub fn status(&self, service: &str) -> Option<ServiceStatus> {
+        self.find(service)
+            .map(|s| s.monitor.status.borrow().clone())
+    }
+
+    /// The failover timeline shared by every service.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// A token that stops the proxy when cancelled (signal handlers use it).

@@ -132,7 +132,7 @@ fn run_serves_redis_cli_survives_sighup_and_stops_on_sigterm() {
         lab.dir(),
         "keyway.toml",
         &format!(
-            "[[service]]\nname = \"redis\"\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{}\", \"{}\"]\npassword_file = \"{}\"\n[service.check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[service]]\nname = \"redis\"\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{}\", \"{}\"]\npassword_file = \"{}\"\n[service.check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n",
             lab.node(0).addr(),
             lab.node(1).addr(),
             password_file.display()
