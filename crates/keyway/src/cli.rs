@@ -47,14 +47,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => match Config::from_file(&config) {
-            Ok(config) => exit(runtime().and_then(|rt| rt.block_on(run(config)))),
+        Command::Run { config: path } => match Config::from_file(&path) {
+            Ok(config) => exit(runtime().and_then(|rt| rt.block_on(run(config, path.clone())))),
             Err(problems) => {
                 eprintln!("{problems}");
                 eprintln!(
                     "keyway: {} problem(s) in {}",
                     problems.0.len(),
-                    config.display()
+                    path.display()
                 );
                 ExitCode::FAILURE
             }
@@ -104,8 +104,8 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Runs the proxy for `config` until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the proxy for `config` (loaded from `path`) until SIGTERM or SIGINT.
+pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     crate::logging::init(&config.log);
     let proxy = crate::Proxy::start(&config).await?;
     tracing::info!(
@@ -113,9 +113,5 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         services = config.services.len(),
         "keyway running"
     );
-    let shutdown = proxy.shutdown_token();
-    tokio::spawn(crate::signals::watch(shutdown));
-    proxy.wait().await;
-    tracing::info!("keyway stopped");
-    Ok(())
+    crate::serve::serve(proxy, path).await
 }

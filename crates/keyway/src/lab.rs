@@ -63,7 +63,16 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "none yet".into())
     );
     println!("  password : {}", password_file.display());
-    println!("  config   : {}", config_path.display());
+    println!(
+        "  config   : {}  (edit, then kill -HUP {} to reload)",
+        config_path.display(),
+        std::process::id()
+    );
+    println!(
+        "  admin    : http://{}/status  (keyway status -a {})",
+        proxy.admin_addr(),
+        proxy.admin_addr()
+    );
     for (i, node) in lab.nodes().iter().enumerate() {
         println!(
             "  node {i}   : {} ({})",
@@ -86,11 +95,11 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
     );
     println!("Stop with Ctrl-C.");
     if let Some(path) = &args.env_file {
-        write_env_file(path, &lab, listen, password_file).context("writing the env file")?;
+        write_env_file(path, &lab, listen, proxy.admin_addr(), password_file)
+            .context("writing the env file")?;
     }
 
-    tokio::spawn(crate::signals::watch(proxy.shutdown_token()));
-    proxy.wait().await;
+    crate::serve::serve(proxy, config_path).await?;
     tokio::task::spawn_blocking(move || drop(lab)).await?;
     Ok(())
 }
@@ -101,6 +110,7 @@ fn write_env_file(
     path: &std::path::Path,
     lab: &keyway_lab::Lab,
     listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     password_file: &std::path::Path,
 ) -> std::io::Result<()> {
     let join = |addrs: Vec<String>| addrs.join(" ");
@@ -112,7 +122,7 @@ fn write_env_file(
             .collect(),
     );
     let text = format!(
-        "KEYWAY_LAB_PORT={}\nKEYWAY_LAB_HOST={}\nKEYWAY_LAB_PASSWORD_FILE='{}'\nKEYWAY_LAB_MASTER={}\nKEYWAY_LAB_NODES='{nodes}'\nKEYWAY_LAB_SENTINELS='{sentinels}'\nKEYWAY_LAB_MASTER_NAME={}\nKEYWAY_LAB_DIR='{}'\nKEYWAY_LAB_PID={}\n",
+        "KEYWAY_LAB_PORT={}\nKEYWAY_LAB_HOST={}\nKEYWAY_LAB_PASSWORD_FILE='{}'\nKEYWAY_LAB_MASTER={}\nKEYWAY_LAB_NODES='{nodes}'\nKEYWAY_LAB_SENTINELS='{sentinels}'\nKEYWAY_LAB_MASTER_NAME={}\nKEYWAY_LAB_DIR='{}'\nKEYWAY_LAB_PID={}\nKEYWAY_LAB_ADMIN={}\n",
         listen.port(),
         listen.ip(),
         password_file.display(),
@@ -120,6 +130,7 @@ fn write_env_file(
         lab.master_name(),
         lab.dir().display(),
         std::process::id(),
+        admin,
     );
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;

@@ -9,7 +9,10 @@
 //!
 //! Modules:
 //! - [`cli`]: the `keyway` command line (`run`, `check`, `lab`, `status`).
-//! - [`proxy`]: [`Proxy`], every service of a config running: monitors and listeners.
+//! - [`proxy`]: [`Proxy`], every service of a config running: monitors and
+//!   listeners; reload in place and drain.
+//! - [`serve`]: the process around a proxy: READY / RELOADING / STOPPING /
+//!   WATCHDOG for systemd, SIGHUP reload, SIGTERM drain.
 //! - [`listener`]: the accept loop of one service, with its limits.
 //! - [`handler`]: one session: hold until a route exists, connect, forward, log.
 //! - [`metrics`]: Prometheus metrics: data-path handles per service, control
@@ -17,7 +20,8 @@
 //! - [`admin`]: the admin HTTP server: `/metrics`, `/healthz`, `/status`.
 //! - [`status`]: the `/status` document and `keyway status`, which prints it.
 //! - [`logging`]: tracing set-up from `[log]`.
-//! - [`signals`]: SIGTERM / SIGINT stop, SIGHUP caught.
+//! - [`signals`]: SIGHUP means reload, SIGTERM / SIGINT mean drain and stop.
+//! - [`notify`]: systemd's notify protocol without libsystemd.
 //! - [`lab`]: `keyway lab`, a local HA lab with Keyway in front.
 
 pub mod admin;
@@ -29,6 +33,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod serve;
 pub mod signals;
 pub mod status;
 

@@ -1,13 +1,21 @@
 //! The accept loop of one service.
 //!
-//! Invariant: every accepted client holds one `max_sessions` permit for its whole
-//! life; a client accepted past the limit is closed at once (and logged), so a
-//! flood cannot exhaust file descriptors or memory.
+//! Invariants:
+//! - Every accepted client holds one `max_sessions` permit for its whole life; a
+//!   client accepted past the limit is closed at once (and logged), so a flood
+//!   cannot exhaust file descriptors or memory.
+//! - Each client is handled with the service settings current when it was
+//!   accepted: a reload publishes a new [`ServiceContext`] and only new clients
+//!   see it; sessions already open keep theirs.
+//! - Sessions run in the service's own task tracker and stop on the service's
+//!   session token, not on the listener's: stopping the listener (drain, reload
+//!   of the listen address) never cuts an open session.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,22 +27,35 @@ use crate::proxy::ServiceContext;
 #[derive(Debug)]
 pub struct Listener {
     tcp: TcpListener,
-    ctx: Arc<ServiceContext>,
-    tasks: TaskTracker,
+    ctx: watch::Receiver<Arc<ServiceContext>>,
+    sessions: TaskTracker,
+    sessions_stop: CancellationToken,
 }
 
 impl Listener {
-    pub(crate) fn new(tcp: TcpListener, ctx: Arc<ServiceContext>, tasks: TaskTracker) -> Self {
-        Listener { tcp, ctx, tasks }
+    pub(crate) fn new(
+        tcp: TcpListener,
+        ctx: watch::Receiver<Arc<ServiceContext>>,
+        sessions: TaskTracker,
+        sessions_stop: CancellationToken,
+    ) -> Self {
+        Listener {
+            tcp,
+            ctx,
+            sessions,
+            sessions_stop,
+        }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
-        let service = self.ctx.service.name.as_str();
+    /// Accepts until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
         loop {
             let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = stop.cancelled() => break,
                 accepted = self.tcp.accept() => accepted,
             };
+            let ctx = self.ctx.borrow().clone();
+            let service = ctx.service.name.as_str();
             let (client, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -45,15 +66,17 @@ impl Listener {
                     continue;
                 }
             };
-            let Ok(permit) = self.ctx.sessions.clone().try_acquire_owned() else {
-                self.ctx.metrics.refused(Refused::MaxSessions);
-                tracing::warn!(service, client = %peer, max_sessions = self.ctx.service.limits.max_sessions,
+            let Ok(permit) = ctx.sessions.clone().try_acquire_owned() else {
+                ctx.metrics.refused(Refused::MaxSessions);
+                tracing::warn!(service, client = %peer, max_sessions = ctx.service.limits.max_sessions,
                     "max_sessions reached; closing new client");
                 continue;
             };
-            let handler = Handler::new(self.ctx.clone(), client, peer, permit);
-            self.tasks.spawn(handler.run(shutdown.child_token()));
+            let handler = Handler::new(ctx.clone(), client, peer, permit);
+            self.sessions.spawn(handler.run(self.sessions_stop.clone()));
         }
-        tracing::debug!(service, "listener stopped");
+        if let Ok(addr) = self.tcp.local_addr() {
+            tracing::info!(service = %self.ctx.borrow().service.name, listen = %addr, "listener stopped");
+        }
     }
 }

@@ -2,15 +2,25 @@
 //!
 //! For each service: one `Monitor` (probes and the routing decision) and one
 //! `Listener` (accept loop), sharing the route through a watch channel. All tasks,
-//! sessions included, are tracked so that shutdown can wait for them. The admin
+//! sessions included, are tracked so that shutdown can wait for them.
+//!
+//! Reload happens in place: each service's monitor gets its new settings on a
+//! watch channel (node states and the route survive), its listener hands new
+//! clients a new `ServiceContext` while open sessions keep theirs, and each
+//! service has separate stop tokens for accepting, for sessions and for the
+//! monitor, so that a removed service stops accepting at once, drains its
+//! sessions for up to `drain.timeout`, and only then stops probing. The admin
 //! HTTP server (`admin`) reads the services through a published list of
 //! `ServiceView`s, and metrics through the per-proxy `Metrics`.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use keyway_config::{Config, NodeAddr, Service};
+use keyway_config::{Config, Log, NodeAddr, Service};
 use keyway_discovery::{Monitor, MonitorHandle, RouteWatch, ServiceStatus, Timeline};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -20,6 +30,13 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{AdminServer, AdminState, DrainFlag, ServiceView};
 use crate::listener::Listener;
 use crate::metrics::{Metrics, ServiceMetrics};
+
+/// Binds a service's listen address.
+async fn bind(service: &Service) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(service.listen)
+        .await
+        .with_context(|| format!("service {}: listen on {}", service.name, service.listen))
+}
 
 /// What the sessions of one service share: its settings, route and limits.
 #[derive(Debug)]
@@ -34,14 +51,53 @@ pub(crate) struct ServiceContext {
     pub(crate) metrics: ServiceMetrics,
 }
 
-/// A running service, as seen from outside.
+impl ServiceContext {
+    /// The context for `service`. On reload, `previous` lends its semaphores
+    /// when the limits did not change, so open sessions keep counting against
+    /// the same limits; new limits start new counts (documented: for a moment
+    /// old and new sessions together may exceed the new limit).
+    fn new(
+        service: Service,
+        route: RouteWatch,
+        metrics: &Metrics,
+        previous: Option<&ServiceContext>,
+    ) -> Self {
+        let same_limits = previous.filter(|p| p.service.limits == service.limits);
+        ServiceContext {
+            sessions: same_limits.map_or_else(
+                || Arc::new(Semaphore::new(service.limits.max_sessions)),
+                |p| p.sessions.clone(),
+            ),
+            held: same_limits.map_or_else(
+                || Arc::new(Semaphore::new(service.limits.max_held)),
+                |p| p.held.clone(),
+            ),
+            metrics: previous.map_or_else(|| metrics.service(&service.name), |p| p.metrics.clone()),
+            route,
+            service,
+        }
+    }
+}
+
+/// A running service: its tasks, the channels that reconfigure it, and the
+/// tokens that stop its parts one by one (accept, sessions, monitor).
 #[derive(Debug)]
 struct RunningService {
     name: String,
+    /// The configured listen address (the bound one can differ with port 0).
+    configured_listen: SocketAddr,
     listen: SocketAddr,
+    /// New settings for the monitor (reload).
+    config: watch::Sender<Service>,
+    /// New settings for new sessions (reload).
+    ctx: watch::Sender<Arc<ServiceContext>>,
     monitor: MonitorHandle,
     /// What the admin endpoints show of it.
     admin: ServiceView,
+    accept_stop: CancellationToken,
+    sessions_stop: CancellationToken,
+    monitor_stop: CancellationToken,
+    sessions: TaskTracker,
 }
 
 /// Every service of a configuration, running. See the module doc.
@@ -52,10 +108,33 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     draining: DrainFlag,
     admin_addr: SocketAddr,
+    /// The configured admin address and log settings: a reload cannot change them.
+    admin_listen: SocketAddr,
+    log: Log,
+    drain_timeout: Duration,
     /// The services the admin server shows; publish again after any change.
     admin_views: watch::Sender<Arc<[ServiceView]>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "added {:?}, removed {:?}, changed {:?}, unchanged {}",
+            self.added, self.removed, self.changed, self.unchanged
+        )
+    }
 }
 
 impl Proxy {
@@ -64,10 +143,7 @@ impl Proxy {
     pub async fn start(config: &Config) -> anyhow::Result<Proxy> {
         let mut bound = Vec::new();
         for service in &config.services {
-            let tcp = TcpListener::bind(service.listen).await.with_context(|| {
-                format!("service {}: listen on {}", service.name, service.listen)
-            })?;
-            bound.push((service.clone(), tcp));
+            bound.push((service.clone(), bind(service).await?));
         }
         let admin = TcpListener::bind(config.admin.listen)
             .await
@@ -76,50 +152,23 @@ impl Proxy {
         let (admin_views, views) = watch::channel::<Arc<[ServiceView]>>(Arc::new([]));
         let metrics = Arc::new(Metrics::new(views.clone()));
 
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let timeline = Timeline::default();
-        let mut services = Vec::new();
-        for (service, tcp) in bound {
-            let listen = tcp.local_addr()?;
-            // The sender will be kept for reload; until then the settings are fixed.
-            let (_config_tx, config_rx) = watch::channel(service.clone());
-            let (monitor, handle) = Monitor::new(config_rx, timeline.clone());
-            tasks.spawn(monitor.run(shutdown.child_token()));
-            let ctx = Arc::new(ServiceContext {
-                sessions: Arc::new(Semaphore::new(service.limits.max_sessions)),
-                held: Arc::new(Semaphore::new(service.limits.max_held)),
-                route: handle.route.clone(),
-                service: service.clone(),
-                metrics: metrics.service(&service.name),
-            });
-            let view = ServiceView {
-                name: service.name.clone(),
-                listen,
-                sentinel_master_name: service.sentinel.as_ref().map(|s| s.master_name.clone()),
-                status: handle.status.clone(),
-                metrics: ctx.metrics.clone(),
-            };
-            let listener = Listener::new(tcp, ctx, tasks.clone());
-            tasks.spawn(listener.run(shutdown.child_token()));
-            tracing::info!(service = %service.name, %listen, nodes = ?service.nodes, "service started");
-            services.push(RunningService {
-                name: service.name,
-                listen,
-                monitor: handle,
-                admin: view,
-            });
-        }
-        let proxy = Proxy {
-            services,
-            timeline,
+        let mut proxy = Proxy {
+            services: Vec::new(),
+            timeline: Timeline::default(),
             metrics,
             draining: DrainFlag::default(),
             admin_addr,
+            admin_listen: config.admin.listen,
+            log: config.log.clone(),
+            drain_timeout: config.drain.timeout,
             admin_views,
-            shutdown,
-            tasks,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         };
+        for (service, tcp) in bound {
+            let running = proxy.start_service(service, tcp)?;
+            proxy.services.push(running);
+        }
         proxy.publish_admin_views();
         let state = AdminState {
             services: views,
@@ -131,6 +180,201 @@ impl Proxy {
         proxy.tasks.spawn(server.run(proxy.shutdown.child_token()));
         tracing::info!(admin = %admin_addr, "admin HTTP listening (/metrics, /healthz, /status)");
         Ok(proxy)
+    }
+
+    /// Starts the monitor and the accept loop of one service on a bound socket.
+    fn start_service(&self, service: Service, tcp: TcpListener) -> anyhow::Result<RunningService> {
+        let listen = tcp.local_addr()?;
+        let (config, config_rx) = watch::channel(service.clone());
+        let (monitor, handle) = Monitor::new(config_rx, self.timeline.clone());
+        let monitor_stop = self.shutdown.child_token();
+        self.tasks.spawn(monitor.run(monitor_stop.clone()));
+        let ctx = ServiceContext::new(service.clone(), handle.route.clone(), &self.metrics, None);
+        let view = ServiceView {
+            name: service.name.clone(),
+            listen,
+            sentinel_master_name: service.sentinel.as_ref().map(|s| s.master_name.clone()),
+            status: handle.status.clone(),
+            metrics: ctx.metrics.clone(),
+        };
+        let (ctx, ctx_rx) = watch::channel(Arc::new(ctx));
+        let sessions = TaskTracker::new();
+        let sessions_stop = self.shutdown.child_token();
+        let accept_stop = self.shutdown.child_token();
+        let listener = Listener::new(tcp, ctx_rx, sessions.clone(), sessions_stop.clone());
+        self.tasks.spawn(listener.run(accept_stop.clone()));
+        tracing::info!(service = %service.name, %listen, nodes = ?service.nodes, "service started");
+        Ok(RunningService {
+            name: service.name.clone(),
+            configured_listen: service.listen,
+            listen,
+            config,
+            ctx,
+            monitor: handle,
+            admin: view,
+            accept_stop,
+            sessions_stop,
+            monitor_stop,
+            sessions,
+        })
+    }
+
+    /// Applies a new, already validated configuration without dropping a
+    /// session: services are added, removed (their sessions drain for up to
+    /// `drain.timeout`) or changed in place. Every new listener is bound before
+    /// anything changes, so a taken port fails the reload and keeps the running
+    /// configuration whole.
+    pub async fn reload(&mut self, config: &Config) -> anyhow::Result<ReloadSummary> {
+        if config.admin.listen != self.admin_listen {
+            tracing::warn!(running = %self.admin_listen, configured = %config.admin.listen,
+                "admin.listen changed: it takes effect at the next restart");
+        }
+        if config.log != self.log {
+            tracing::warn!("[log] changed: it takes effect at the next restart");
+        }
+        // 1. Bind what needs binding; nothing has changed yet if this fails.
+        let mut new_sockets: BTreeMap<String, TcpListener> = BTreeMap::new();
+        for service in &config.services {
+            let needs_socket = self
+                .services
+                .iter()
+                .find(|r| r.name == service.name)
+                .is_none_or(|r| r.configured_listen != service.listen);
+            if needs_socket {
+                new_sockets.insert(service.name.clone(), bind(service).await?);
+            }
+        }
+        let mut summary = ReloadSummary::default();
+        // 2. Removed services: stop accepting now, let their sessions drain.
+        let (kept, removed): (Vec<RunningService>, Vec<RunningService>) =
+            std::mem::take(&mut self.services)
+                .into_iter()
+                .partition(|r| config.services.iter().any(|s| s.name == r.name));
+        for running in removed {
+            summary.removed.push(running.name.clone());
+            self.retire(running, config.drain.timeout);
+        }
+        self.services = kept;
+        // 3. Changed and added services.
+        for service in &config.services {
+            let socket = new_sockets.remove(&service.name);
+            let Some(running) = self.services.iter_mut().find(|r| r.name == service.name) else {
+                let tcp = socket.context("internal: no socket bound for a new service")?;
+                let running = self.start_service(service.clone(), tcp)?;
+                summary.added.push(service.name.clone());
+                self.services.push(running);
+                continue;
+            };
+            let current = running.config.borrow().clone();
+            if current == *service {
+                summary.unchanged += 1;
+                continue;
+            }
+            summary.changed.push(service.name.clone());
+            running.config.send_replace(service.clone());
+            let old_ctx = running.ctx.borrow().clone();
+            let ctx = ServiceContext::new(
+                service.clone(),
+                running.monitor.route.clone(),
+                &self.metrics,
+                Some(&old_ctx),
+            );
+            running.ctx.send_replace(Arc::new(ctx));
+            if let Some(tcp) = socket {
+                // A new listen address: the new socket takes over accepting;
+                // sessions accepted by the old one keep running.
+                running.accept_stop.cancel();
+                running.accept_stop = self.shutdown.child_token();
+                running.listen = tcp.local_addr()?;
+                running.configured_listen = service.listen;
+                running.admin.listen = running.listen;
+                let listener = Listener::new(
+                    tcp,
+                    running.ctx.subscribe(),
+                    running.sessions.clone(),
+                    running.sessions_stop.clone(),
+                );
+                self.tasks.spawn(listener.run(running.accept_stop.clone()));
+                tracing::info!(service = %service.name, listen = %running.listen, "service listens on a new address");
+            }
+        }
+        self.drain_timeout = config.drain.timeout;
+        self.publish_admin_views();
+        Ok(summary)
+    }
+
+    /// Stops a removed service: no new client now, sessions drain for up to
+    /// `timeout`, then they are closed and the monitor stops.
+    fn retire(&self, running: RunningService, timeout: Duration) {
+        running.accept_stop.cancel();
+        running.sessions.close();
+        tracing::info!(service = %running.name, drain_timeout = ?timeout, "service removed; draining its sessions");
+        self.tasks.spawn(async move {
+            if tokio::time::timeout(timeout, running.sessions.wait()).await.is_err() {
+                tracing::warn!(service = %running.name, "drain timeout: closing the remaining sessions");
+            }
+            running.sessions_stop.cancel();
+            running.sessions.wait().await;
+            running.monitor_stop.cancel();
+        });
+    }
+
+    /// Graceful stop: `/healthz` turns 503 at once, listeners stop, open
+    /// sessions may finish for up to `timeout` (the configured `drain.timeout`
+    /// when `None`), then the rest are closed and every task ends.
+    pub async fn drain(self, timeout: Option<Duration>) {
+        let timeout = timeout.unwrap_or(self.drain_timeout);
+        self.draining.set(true);
+        for running in &self.services {
+            running.accept_stop.cancel();
+            running.sessions.close();
+        }
+        let open: usize = self.services.iter().map(|r| r.sessions.len()).sum();
+        if open > 0 {
+            tracing::info!(sessions = open, timeout = ?timeout, "draining sessions");
+        }
+        let all_done = async {
+            for running in &self.services {
+                running.sessions.wait().await;
+            }
+        };
+        if tokio::time::timeout(timeout, all_done).await.is_err() {
+            let left: usize = self.services.iter().map(|r| r.sessions.len()).sum();
+            tracing::warn!(
+                sessions = left,
+                "drain timeout: closing the remaining sessions"
+            );
+        }
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        for running in &self.services {
+            running.sessions.wait().await;
+        }
+    }
+
+    /// One line per service for logs and systemd's STATUS: `redis -> 10.0.0.11:6379`.
+    pub fn routes_line(&self) -> String {
+        let routes: Vec<String> = self
+            .services
+            .iter()
+            .map(|r| {
+                let route = (*r.monitor.route.borrow())
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "no route".into());
+                format!("{} -> {route}", r.name)
+            })
+            .collect();
+        routes.join(", ")
+    }
+
+    /// Resolves once every service has made its first decision (every node and
+    /// sentinel heard from once), whether or not it found a route.
+    pub async fn first_decisions(&self) {
+        for running in &self.services {
+            let mut status = running.monitor.status.clone();
+            let _ = status.wait_for(|s| s.decided).await;
+        }
     }
 
     /// Shows the current services on the admin endpoints and in the metrics;
@@ -181,23 +425,14 @@ impl Proxy {
         &self.timeline
     }
 
-    /// A token that stops the proxy when cancelled (signal handlers use it).
+    /// A token that stops the proxy when cancelled (then call [`Proxy::drain`]).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, closes every session and waits for all tasks to end.
+    /// Stops at once: closes every session and waits for all tasks to end.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        self.wait().await;
-    }
-
-    /// Waits until the proxy has been shut down (through its token) and every
-    /// task has ended.
-    pub async fn wait(self) {
-        self.shutdown.cancelled().await;
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.drain(Some(Duration::ZERO)).await;
     }
 
     fn find(&self, service: &str) -> Option<&RunningService> {

@@ -1,31 +1,46 @@
-//! Process signals.
+//! Process signals, as a stream of what they mean to Keyway.
 //!
-//! - SIGTERM, SIGINT: stop accepting and close sessions (the graceful drain with
-//!   a timeout comes with the operations work).
-//! - SIGHUP: configuration reload is not implemented yet; the signal is caught
-//!   and logged so that a stray `kill -HUP` (or a unit's `ExecReload`) never
-//!   kills the proxy, which is the default action of SIGHUP.
+//! - SIGHUP: reload the configuration (see [`crate::serve`]).
+//! - SIGTERM, SIGINT: drain and stop; a second one during the drain closes the
+//!   remaining sessions at once.
 
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
+use std::io;
 
-/// Cancels `shutdown` on SIGTERM or SIGINT; logs SIGHUP.
-pub async fn watch(shutdown: CancellationToken) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop keyway with SIGKILL");
-        return;
-    };
-    loop {
+use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
+
+/// What a received signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Reload,
+    /// Stop, with the signal's name for the log.
+    Stop(&'static str),
+}
+
+/// The signals Keyway handles. Installing them replaces the default actions,
+/// so a stray SIGHUP never kills the proxy.
+#[derive(Debug)]
+pub struct Signals {
+    hup: UnixSignal,
+    term: UnixSignal,
+    int: UnixSignal,
+}
+
+impl Signals {
+    pub fn new() -> io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal. Signals that arrive while the previous one is handled
+    /// are coalesced by the OS (two SIGHUPs during a reload make one more reload).
+    pub async fn recv(&mut self) -> Signal {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
-            _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not supported yet; restart keyway to apply a new configuration"),
-            () = shutdown.cancelled() => return,
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
         }
     }
-    shutdown.cancel();
 }
