@@ -152,6 +152,9 @@ struct Sentinels {
     votes: BTreeMap<SentinelAddr, Option<SentinelVote>>,
     /// Sentinels that have answered or failed at least once.
     heard: std::collections::BTreeSet<SentinelAddr>,
+    /// Sentinels whose last query failed. Their last vote still counts until
+    /// it is `stale_after` old: one slow answer must not lose the majority.
+    failing: std::collections::BTreeSet<SentinelAddr>,
     /// A view older than this has no vote.
     stale_after: Duration,
     majority: Majority,
@@ -235,14 +238,19 @@ impl Router {
                     )
                 })
                 .collect();
-            let heard = addrs
-                .iter()
-                .filter(|a| old.as_ref().is_some_and(|o| o.heard.contains(a)))
-                .copied()
-                .collect();
+            let kept = |set: fn(&Sentinels) -> &std::collections::BTreeSet<SentinelAddr>| {
+                addrs
+                    .iter()
+                    .filter(|a| old.as_ref().is_some_and(|o| set(o).contains(a)))
+                    .copied()
+                    .collect()
+            };
+            let heard = kept(|o| &o.heard);
+            let failing = kept(|o| &o.failing);
             Sentinels {
                 votes,
                 heard,
+                failing,
                 stale_after,
                 majority: old.as_ref().map_or(Majority::None, |o| o.majority),
                 withdrawn: old.as_ref().and_then(|o| o.withdrawn),
@@ -269,11 +277,16 @@ impl Router {
         self.nodes.iter().map(|(a, s)| (*a, s))
     }
 
-    /// Every configured sentinel and its last vote (`None`: no fresh answer).
-    pub fn sentinel_votes(&self) -> impl Iterator<Item = (SentinelAddr, Option<SentinelVote>)> {
-        self.sentinels
-            .iter()
-            .flat_map(|s| s.votes.iter().map(|(a, v)| (*a, *v)))
+    /// Every configured sentinel, its last vote (`None`: never answered) and
+    /// whether its last query succeeded.
+    pub fn sentinel_votes(
+        &self,
+    ) -> impl Iterator<Item = (SentinelAddr, Option<SentinelVote>, bool)> {
+        self.sentinels.iter().flat_map(|s| {
+            s.votes
+                .iter()
+                .map(|(a, v)| (*a, *v, !s.failing.contains(a)))
+        })
     }
 
     /// What the sentinel majority names, as of the last decision.
@@ -371,7 +384,9 @@ impl Router {
         events
     }
 
-    /// Takes one sentinel query result and re-decides. Unknown sentinels and
+    /// Takes one sentinel query result and re-decides. A failed query keeps
+    /// the sentinel's last vote until it is stale (three missed intervals), so a
+    /// single slow answer does not lose the majority. Unknown sentinels and
     /// routers without Sentinel ignore it.
     pub fn observe_sentinel(
         &mut self,
@@ -386,13 +401,19 @@ impl Router {
             return Vec::new();
         };
         sentinels.heard.insert(sentinel);
-        *vote = match outcome {
-            SentinelOutcome::Answered(view) => Some(SentinelVote {
-                master: view.master,
-                at: now,
-            }),
-            SentinelOutcome::Failed(_) => None,
-        };
+        match outcome {
+            SentinelOutcome::Answered(view) => {
+                *vote = Some(SentinelVote {
+                    master: view.master,
+                    at: now,
+                });
+                sentinels.failing.remove(&sentinel);
+            }
+            // The last vote stays and ages out after `stale_after`.
+            SentinelOutcome::Failed(_) => {
+                sentinels.failing.insert(sentinel);
+            }
+        }
         let mut events = Vec::new();
         self.decide(now, &mut events);
         events
@@ -860,18 +881,38 @@ mod tests {
         feed(&mut r, &mut c, addr(1), &replica(), 2);
         vote_all(&mut r, &mut c, addr(0));
         r.observe_sentinel(sentinel(0), &sentinel_down(), c.tick());
-        let events = r.observe_sentinel(sentinel(1), &sentinel_down(), c.tick());
+        r.observe_sentinel(sentinel(1), &sentinel_down(), c.tick());
+        // One failed query is not enough to lose the majority...
+        assert_eq!(r.majority(), Some(Majority::Agreed(addr(0))));
+        // ...but the failing sentinels' votes age out.
+        let mut events = Vec::new();
+        for _ in 0..5 {
+            events.extend(r.observe(addr(0), &master(), c.tick()));
+        }
         assert!(
             events
                 .iter()
                 .any(|e| matches!(e, Event::SentinelMajority { master: None, .. }))
         );
-        feed(&mut r, &mut c, addr(0), &master(), 3);
         assert_eq!(r.route(), Some(addr(0)), "kept while it says master");
         r.observe(addr(0), &replica(), c.tick());
         assert_eq!(r.route(), None);
         feed(&mut r, &mut c, addr(1), &master(), 5);
         assert_eq!(r.route(), None, "no majority: no new master");
+    }
+
+    #[test]
+    fn one_failed_query_keeps_the_vote_until_it_is_stale() {
+        let mut c = Clock(Instant::now());
+        let mut r = with_sentinels(&[addr(0)]);
+        feed(&mut r, &mut c, addr(0), &master(), 2);
+        r.observe_sentinel(sentinel(0), &names(addr(0)), c.tick());
+        r.observe_sentinel(sentinel(1), &names(addr(0)), c.tick());
+        let events = r.observe_sentinel(sentinel(1), &sentinel_down(), c.tick());
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(r.majority(), Some(Majority::Agreed(addr(0))));
+        let reachable: Vec<bool> = r.sentinel_votes().map(|(_, _, up)| up).collect();
+        assert_eq!(reachable, [true, false, true]);
     }
 
     #[test]
@@ -1140,8 +1181,8 @@ mod tests {
                         votes.insert(*s, (*v, now));
                     }
                     Step::Sentinel(s, None) => {
+                        // A failed query leaves the last vote to age out.
                         r.observe_sentinel(sentinel(*s), &sentinel_down(), now);
-                        votes.remove(s);
                     }
                     Step::Hint(s, n) => {
                         r.observe_failover(FailoverHint { sentinel: sentinel(*s), to: addr(*n) }, now);
@@ -1173,9 +1214,12 @@ mod tests {
                         prop_assert_eq!(route, m, "route against the majority");
                     }
                 }
-                // A hint only ever withdraws.
-                if matches!(step, Step::Hint(..)) {
-                    prop_assert!(after.is_none() || after == before, "a hint added a route");
+                // A hint naming another node withdraws the route from the old one.
+                if let Step::Hint(_, to) = step
+                    && let Some(old) = before
+                    && old != addr(to)
+                {
+                    prop_assert_ne!(after, Some(old), "hint did not withdraw the route");
                 }
                 // A new route only with majority agreement.
                 if after != before && let Some(new) = after {

@@ -81,7 +81,7 @@ impl ProbeCounts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentinelStatus {
     pub addr: SentinelAddr,
-    /// `None`: its last query failed (no vote).
+    /// Its last query succeeded.
     pub reachable: bool,
     pub master: Option<NodeAddr>,
 }
@@ -424,9 +424,9 @@ impl Monitor {
             sentinels: self
                 .router
                 .sentinel_votes()
-                .map(|(addr, vote)| SentinelStatus {
+                .map(|(addr, vote, reachable)| SentinelStatus {
                     addr,
-                    reachable: vote.is_some(),
+                    reachable,
                     master: vote.and_then(|v| v.master),
                 })
                 .collect(),
