@@ -14,7 +14,10 @@
 //! - [`serve`]: the process around a proxy: READY / RELOADING / STOPPING /
 //!   WATCHDOG for systemd, SIGHUP reload, SIGTERM drain.
 //! - [`listener`]: the accept loop of one service, with its limits.
-//! - [`handler`]: one session: hold until a route exists, connect, forward, log.
+//! - [`handler`]: one session: read the PROXY header (when the service wants
+//!   one), hold until a route exists, connect, forward, log.
+//! - [`proxy_protocol`]: the PROXY protocol header (v1 and v2), parsed without
+//!   I/O.
 //! - [`metrics`]: Prometheus metrics: data-path handles per service, control
 //!   plane read from the monitors' snapshots at scrape time.
 //! - [`admin`]: the admin HTTP server: `/metrics`, `/healthz`, `/status`.
@@ -33,6 +36,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod serve;
 pub mod signals;
 pub mod status;

@@ -64,6 +64,9 @@ pub enum Refused {
     MaxSessions,
     /// There was no route and `limits.max_held` clients were already held.
     HoldFull,
+    /// The service wants a PROXY protocol header and the client sent none, an
+    /// invalid one, or not all of it within `timeouts.connect`.
+    ProxyHeader,
 }
 
 impl Refused {
@@ -71,6 +74,7 @@ impl Refused {
         match self {
             Refused::MaxSessions => "max_sessions",
             Refused::HoldFull => "hold_full",
+            Refused::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -180,7 +184,7 @@ impl Metrics {
         );
         registry.register(
             "keyway_refused_clients",
-            "Clients closed at once, by reason: max_sessions, hold_full",
+            "Clients closed before a session, by reason: max_sessions, hold_full, proxy_header",
             refused.clone(),
         );
         registry.register(
@@ -243,6 +247,7 @@ impl Metrics {
             hold_timeouts: self.hold_timeouts.get_or_create(&labels).clone(),
             refused_max_sessions: reason(&self.refused, Refused::MaxSessions.label()),
             refused_hold_full: reason(&self.refused, Refused::HoldFull.label()),
+            refused_proxy_header: reason(&self.refused, Refused::ProxyHeader.label()),
         }
     }
 
@@ -280,6 +285,7 @@ pub struct ServiceMetrics {
     hold_timeouts: Counter,
     refused_max_sessions: Counter,
     refused_hold_full: Counter,
+    refused_proxy_header: Counter,
 }
 
 impl ServiceMetrics {
@@ -316,6 +322,7 @@ impl ServiceMetrics {
         match why {
             Refused::MaxSessions => self.refused_max_sessions.inc(),
             Refused::HoldFull => self.refused_hold_full.inc(),
+            Refused::ProxyHeader => self.refused_proxy_header.inc(),
         };
     }
 
@@ -646,6 +653,7 @@ mod tests {
             "keyway_sessions_closed_total{service=\"redis\",reason=\"cut\"} 1",
             "keyway_refused_clients_total{service=\"redis\",reason=\"hold_full\"} 1",
             "keyway_refused_clients_total{service=\"redis\",reason=\"max_sessions\"} 0",
+            "keyway_refused_clients_total{service=\"redis\",reason=\"proxy_header\"} 0",
         ] {
             assert!(text.contains(sample), "{sample} missing:\n{text}");
         }

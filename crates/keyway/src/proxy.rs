@@ -112,6 +112,9 @@ pub struct Proxy {
     admin_listen: SocketAddr,
     log: Log,
     drain_timeout: Duration,
+    /// Sessions of services removed by a reload that may still be draining:
+    /// a SIGTERM drain waits for them too.
+    retired: Vec<TaskTracker>,
     /// The services the admin server shows; publish again after any change.
     admin_views: watch::Sender<Arc<[ServiceView]>>,
     shutdown: CancellationToken,
@@ -161,6 +164,7 @@ impl Proxy {
             admin_listen: config.admin.listen,
             log: config.log.clone(),
             drain_timeout: config.drain.timeout,
+            retired: Vec::new(),
             admin_views,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -250,8 +254,10 @@ impl Proxy {
             std::mem::take(&mut self.services)
                 .into_iter()
                 .partition(|r| config.services.iter().any(|s| s.name == r.name));
+        self.retired.retain(|t| !t.is_empty());
         for running in removed {
             summary.removed.push(running.name.clone());
+            self.retired.push(running.sessions.clone());
             self.retire(running, config.drain.timeout);
         }
         self.services = kept;
@@ -329,27 +335,35 @@ impl Proxy {
             running.accept_stop.cancel();
             running.sessions.close();
         }
-        let open: usize = self.services.iter().map(|r| r.sessions.len()).sum();
+        let trackers: Vec<&TaskTracker> = self
+            .services
+            .iter()
+            .map(|r| &r.sessions)
+            .chain(&self.retired)
+            .collect();
+        let open: usize = trackers.iter().map(|t| t.len()).sum();
         if open > 0 {
             tracing::info!(sessions = open, timeout = ?timeout, "draining sessions");
         }
         let all_done = async {
-            for running in &self.services {
-                running.sessions.wait().await;
+            for tracker in &trackers {
+                tracker.wait().await;
             }
         };
-        if tokio::time::timeout(timeout, all_done).await.is_err() {
-            let left: usize = self.services.iter().map(|r| r.sessions.len()).sum();
-            tracing::warn!(
-                sessions = left,
-                "drain timeout: closing the remaining sessions"
-            );
+        // A second stop signal cancels the shutdown token: stop waiting then.
+        let finished = tokio::select! {
+            result = tokio::time::timeout(timeout, all_done) => result.is_ok(),
+            () = self.shutdown.cancelled() => false,
+        };
+        if !finished {
+            let left: usize = trackers.iter().map(|t| t.len()).sum();
+            tracing::warn!(sessions = left, "closing the remaining sessions");
         }
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        for running in &self.services {
-            running.sessions.wait().await;
+        for tracker in trackers {
+            tracker.wait().await;
         }
     }
 

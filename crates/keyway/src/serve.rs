@@ -91,12 +91,18 @@ pub async fn serve(mut proxy: Proxy, config_path: PathBuf) -> anyhow::Result<()>
     // A second stop signal during the drain closes what is left at once.
     let force = shutdown.clone();
     tokio::spawn(async move {
-        if let Signal::Stop(name) = signals.recv().await {
-            tracing::warn!(
-                signal = name,
-                "second stop signal: closing every session now"
-            );
-            force.cancel();
+        loop {
+            match signals.recv().await {
+                Signal::Stop(name) => {
+                    tracing::warn!(
+                        signal = name,
+                        "second stop signal: closing every session now"
+                    );
+                    force.cancel();
+                    break;
+                }
+                Signal::Reload => tracing::warn!("SIGHUP during the drain: ignored"),
+            }
         }
     });
     proxy.drain(None).await;
