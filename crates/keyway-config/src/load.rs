@@ -126,6 +126,7 @@ fn finish_service(
         timeouts: draft.timeouts,
         limits: draft.limits,
         tcp: draft.tcp,
+        proxy_protocol: draft.proxy_protocol,
         // `Some(None)`: a problem in [service.sentinel] was reported.
         sentinel: match sentinel {
             Some(finished) => Some(finished?),
@@ -896,6 +897,7 @@ mod tests {
         assert_eq!(service.timeouts, Timeouts::default());
         assert_eq!(service.limits, Limits::default());
         assert_eq!(service.tcp, Tcp::default());
+        assert!(!service.proxy_protocol);
         assert_eq!(service.check.interval, Duration::from_millis(500));
         // The recommended set-up: Sentinel, three of them, with a password.
         let sentinel = service

@@ -65,6 +65,10 @@ pub struct Service {
     pub tcp: Tcp,
     /// `[service.sentinel]`: follow Redis Sentinel; `None` routes on probes alone.
     pub sentinel: Option<Sentinel>,
+    /// Every client must start with a PROXY protocol header (v1 or v2, from
+    /// the load balancer); a client without a valid one is closed, never
+    /// forwarded. Default: false (client bytes are forwarded untouched).
+    pub proxy_protocol: bool,
 }
 
 /// The address of one Redis Sentinel.

@@ -71,6 +71,8 @@ pub(crate) struct ServiceDraft {
     pub tcp: Tcp,
     /// `[service.sentinel]`; `None` when absent, or not a table (reported).
     pub sentinel: Option<SentinelDraft>,
+    /// `proxy_protocol`; false when absent or invalid (reported).
+    pub proxy_protocol: bool,
 }
 
 /// One `[service.sentinel]` as written, its defaults resolved against the
@@ -123,6 +125,7 @@ const SERVICE_KEYS: &[&str] = &[
     "limits",
     "tcp",
     "sentinel",
+    "proxy_protocol",
 ];
 const CHECK_KEYS: &[&str] = &["interval", "timeout", "rise", "fall"];
 const TIMEOUTS_KEYS: &[&str] = &["connect", "hold", "idle"];
@@ -226,6 +229,16 @@ impl Walker<'_> {
             DeValue::Table(table) => Some(table),
             _ => {
                 self.wrong_type(value, path, &format!("a table ([{path}])"));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(value, path, "a boolean (true or false)");
                 None
             }
         }
@@ -507,6 +520,7 @@ impl Walker<'_> {
             limits: Limits::default(),
             tcp: Tcp::default(),
             sentinel: None,
+            proxy_protocol: false,
         };
         let (mut has_name, mut has_listen, mut has_nodes) = (false, false, false);
         let mut username_span = None;
@@ -554,6 +568,11 @@ impl Walker<'_> {
                 "timeouts" => draft.timeouts = self.timeouts(value),
                 "limits" => draft.limits = self.limits(value),
                 "tcp" => draft.tcp = self.tcp(value),
+                "proxy_protocol" => {
+                    if let Some(enabled) = self.boolean(value, "service.proxy_protocol") {
+                        draft.proxy_protocol = enabled;
+                    }
+                }
                 _ => self.unknown(key, "in [[service]]", SERVICE_KEYS),
             }
         }
@@ -1221,6 +1240,50 @@ nodes = ["10.0.0.11:6379"]
         assert_eq!(service.timeouts, Timeouts::default());
         assert_eq!(service.limits, Limits::default());
         assert_eq!(service.tcp, Tcp::default());
+        assert!(!service.proxy_protocol);
+    }
+
+    #[test]
+    fn proxy_protocol_is_a_boolean() {
+        assert!(ok(&with("proxy_protocol = true")).services[0].proxy_protocol);
+        assert!(!ok(&with("proxy_protocol = false")).services[0].proxy_protocol);
+        // Keys before the first sub-table belong to the service.
+        let config = ok(&with(
+            "proxy_protocol = true\n[service.timeouts]\nhold = \"1s\"",
+        ));
+        assert!(config.services[0].proxy_protocol);
+        for (value, found) in [
+            ("\"true\"", "a string"),
+            ("1", "an integer"),
+            ("[true]", "an array"),
+        ] {
+            assert_eq!(
+                errors(&with(&format!("proxy_protocol = {value}"))),
+                [format!(
+                    "6:18: invalid type for service.proxy_protocol: expected a boolean (true or \
+                     false), found {found}"
+                )]
+            );
+        }
+        // It belongs to the service, not to a sub-table.
+        one_error(
+            &with("[service.tcp]\nproxy_protocol = true"),
+            "7:1: unknown key \"proxy_protocol\" in [service.tcp]: expected keepalive",
+        );
+        // Each service has its own.
+        let config = ok(r#"
+[[service]]
+name = "a"
+listen = "0.0.0.0:6379"
+nodes = ["10.0.0.11:6379"]
+proxy_protocol = true
+[[service]]
+name = "b"
+listen = "0.0.0.0:6380"
+nodes = ["10.0.0.21:6379"]
+"#);
+        assert!(config.services[0].proxy_protocol);
+        assert!(!config.services[1].proxy_protocol);
     }
 
     #[test]
@@ -1362,7 +1425,7 @@ grace = "5s"
                 "3:1: unknown key \"port\" in [admin]: expected listen",
                 "5:1: unknown key \"colour\" in [log]: expected format or level",
                 "10:1: unknown key \"role\" in [[service]]: expected name, listen, nodes, username, \
-                 password_file, check, timeouts, limits, tcp or sentinel",
+                 password_file, check, timeouts, limits, tcp, sentinel or proxy_protocol",
                 "12:1: unknown key \"intervall\" in [service.check]: expected interval, timeout, rise or fall",
                 "14:1: unknown key \"read\" in [service.timeouts]: expected connect, hold or idle",
                 "16:1: unknown key \"max\" in [service.limits]: expected max_sessions or max_held",
@@ -2180,6 +2243,7 @@ listen = "0.0.0.0:6381"
             "check.rise",
             "timeouts.idle",
             "tcp.keepalive",
+            "proxy_protocol",
             "bogus",
         ]);
         let value = prop_oneof![
