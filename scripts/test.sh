@@ -19,3 +19,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== deployment checks (shellcheck, systemd, ansible, hcloud, end-to-end, failover, examples)"
+scripts/ci/deploy_checks.sh
