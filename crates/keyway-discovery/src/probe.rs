@@ -6,7 +6,8 @@
 //!   `keyway-probe`: a probe costs the node two commands, not a connect, an AUTH
 //!   and a log line.
 //! - Exactly one report per tick while the node is down, so the decision counts
-//!   `fall` in time; only connection attempts back off (see [`backoff_skips`]).
+//!   `fall` in time; only connection attempts back off, the wait doubling from
+//!   one interval up to [`MAX_BACKOFF`].
 //! - A probe (connect, AUTH and replies included) never takes longer than
 //!   `check.timeout`: a node that accepts and never answers, or is SIGSTOPped,
 //!   is `Failed` after the timeout, not when TCP gives up.
@@ -18,20 +19,16 @@
 //! - Cancel-safe: every await is raced against `shutdown`, and nothing is
 //!   half-written to shared state when a future is dropped.
 
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
 use keyway_config::{Check, Credentials, NodeAddr};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::{Cause, Failure, RespConn, Retries, Step, redact, ticker};
 use crate::observation::{NodeRole, ProbeOutcome, ProbeReport, Role};
-use crate::reply::{ErrorCode, Frame, ReplyError, decode_frame, loading_from_ping};
+use crate::reply::{ErrorCode, Frame, loading_from_ping};
 
 /// The name the probe connection gives itself (`CLIENT SETNAME`), so operators
 /// can tell it apart in `CLIENT LIST`.
@@ -42,7 +39,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 const ROLE_PING: &[u8] = b"*1\r\n$4\r\nROLE\r\n*1\r\n$4\r\nPING\r\n";
 const INFO_PING: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n*1\r\n$4\r\nPING\r\n";
-const SETNAME: &[u8] = b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$12\r\nkeyway-probe\r\n";
 
 /// Probes one node until cancelled. See the module doc.
 #[derive(Debug)]
@@ -82,13 +78,7 @@ impl Prober {
     /// Probes at once, then every `check.interval`, until `shutdown` is
     /// cancelled or the receiver of the reports is gone.
     pub async fn run(self, shutdown: CancellationToken) {
-        // The first tick completes at once: nothing is routed before the first
-        // probes, so they should not wait. `Delay`: after a slow probe the next
-        // one waits a full interval instead of bursting to catch up.
-        // `interval` panics on zero; the config rejects it, this is a backstop.
-        let period = self.check.interval.max(Duration::from_millis(1));
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticker = ticker(self.check.interval);
         let mut state = State::default();
         loop {
             let woken = tokio::select! {
@@ -124,14 +114,13 @@ impl Prober {
     /// One probe: reuse or open the connection, ask, and turn the answer (or its
     /// absence) into an outcome and a latency.
     async fn probe(&self, state: &mut State, woken: bool) -> (ProbeOutcome, Duration) {
-        if state.conn.is_none() && state.skip > 0 && !woken {
+        if state.conn.is_none()
+            && !woken
+            && let Some(reason) = state.retries.skip_tick()
+        {
             // Backing off: no connection attempt this tick, but the report still
             // goes out, with the reason the last attempt failed.
-            state.skip -= 1;
-            return (
-                ProbeOutcome::Failed(state.last_failure.clone()),
-                Duration::ZERO,
-            );
+            return (ProbeOutcome::Failed(reason), Duration::ZERO);
         }
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.check.timeout;
@@ -142,24 +131,23 @@ impl Prober {
             .unwrap_or(Err(Failure::new(step, Cause::TimedOut)));
         match result {
             Ok((role, latency)) => {
-                if state.failures > 0 {
-                    tracing::info!(node = %self.node, failed_probes = state.failures, "probe: node answers again");
+                let failed_probes = state.retries.succeeded();
+                if failed_probes > 0 {
+                    tracing::info!(node = %self.node, failed_probes, "probe: node answers again");
                 }
-                state.failures = 0;
-                state.skip = 0;
                 (ProbeOutcome::Answered(role), latency)
             }
             Err(failure) => {
                 state.conn = None;
                 let reason = redact(failure.to_string(), self.auth.as_ref());
-                if state.failures == 0 {
+                let failed_probes = state
+                    .retries
+                    .failed(&reason, self.check.interval, MAX_BACKOFF);
+                if failed_probes == 1 {
                     tracing::info!(node = %self.node, %reason, "probe: node unreachable");
                 } else {
-                    tracing::debug!(node = %self.node, %reason, failed_probes = state.failures + 1, "probe failed");
+                    tracing::debug!(node = %self.node, %reason, failed_probes, "probe failed");
                 }
-                state.failures = state.failures.saturating_add(1);
-                state.skip = backoff_skips(state.failures, self.check.interval);
-                state.last_failure.clone_from(&reason);
                 (ProbeOutcome::Failed(reason), started.elapsed())
             }
         }
@@ -172,7 +160,7 @@ impl Prober {
         state: &mut State,
         step: &mut Step,
     ) -> Result<(NodeRole, Duration), Failure> {
-        if state.conn.as_mut().is_some_and(Connection::is_stale) {
+        if state.conn.as_mut().is_some_and(RespConn::is_stale) {
             // The node closed the idle connection (restart, `timeout`, kill):
             // start over at once rather than report a failure for a node that
             // may well be back.
@@ -182,14 +170,15 @@ impl Prober {
         let conn = match &mut state.conn {
             Some(conn) => conn,
             None => {
-                let conn = Connection::open(self.node, self.auth.as_ref(), step).await?;
+                let conn =
+                    RespConn::open(self.node.0, self.auth.as_ref(), CLIENT_NAME, &[], step).await?;
                 tracing::debug!(node = %self.node, "probe connected");
                 state.conn.insert(conn)
             }
         };
 
         if state.query == Query::Role {
-            let (role, ping, latency) = conn.round_trip(Query::Role, step).await?;
+            let (role, ping, latency) = round_trip(conn, Query::Role, step).await?;
             match Role::from_role_frame(&role) {
                 Ok(role) => {
                     let loading =
@@ -207,7 +196,7 @@ impl Prober {
                 Err(e) => return Err(Failure::reply(Step::Role, e)),
             }
         }
-        let (info, ping, latency) = conn.round_trip(Query::InfoReplication, step).await?;
+        let (info, ping, latency) = round_trip(conn, Query::InfoReplication, step).await?;
         let role = Role::from_info_frame(&info).map_err(|e| Failure::reply(Step::Info, e))?;
         let loading = loading_from_ping(&ping).map_err(|e| Failure::reply(Step::Ping, e))?;
         Ok((NodeRole { role, loading }, latency))
@@ -217,13 +206,10 @@ impl Prober {
 /// What a prober carries from one probe to the next.
 #[derive(Debug)]
 struct State {
-    conn: Option<Connection>,
+    conn: Option<RespConn>,
     query: Query,
-    /// Consecutive failed probes.
-    failures: u32,
-    /// Ticks left to skip before the next connection attempt.
-    skip: u32,
-    last_failure: String,
+    /// Consecutive failed probes, and the back-off they cause.
+    retries: Retries,
 }
 
 impl Default for State {
@@ -231,28 +217,9 @@ impl Default for State {
         State {
             conn: None,
             query: Query::Role,
-            failures: 0,
-            skip: 0,
-            last_failure: String::new(),
+            retries: Retries::default(),
         }
     }
-}
-
-/// How many ticks to skip before the next connection attempt, after `failures`
-/// consecutive failed probes (`failures >= 1`).
-///
-/// The wait doubles from one interval: `min(interval * 2^(failures-1), 5 s)`,
-/// counted in whole ticks, so a node that is down for good costs one connect
-/// every 5 s instead of one per interval, and a node that blinked is retried at
-/// the very next tick. Ticks, not instants: reports stay on the interval's
-/// cadence and there is no clock skew to round against. No jitter: each prober
-/// talks to a different node, so their retries do not pile up on one.
-fn backoff_skips(failures: u32, interval: Duration) -> u32 {
-    let doubling = 1u128 << failures.saturating_sub(1).min(31);
-    // The most ticks that fit in MAX_BACKOFF; at least one (an interval longer
-    // than MAX_BACKOFF keeps its own cadence).
-    let cap = (MAX_BACKOFF.as_nanos() / interval.as_nanos().max(1)).max(1);
-    u32::try_from(doubling.min(cap) - 1).unwrap_or(u32::MAX)
 }
 
 /// The command a probe asks the role with.
@@ -263,363 +230,44 @@ enum Query {
     InfoReplication,
 }
 
-/// One connection to one node, in step: every reply read was asked for.
-#[derive(Debug)]
-struct Connection {
-    stream: TcpStream,
-    /// Bytes read and not yet decoded; empty between probes.
-    buf: BytesMut,
-}
-
-impl Connection {
-    /// Connects, authenticates (AUTH and CLIENT SETNAME pipelined) and checks
-    /// both replies.
-    async fn open(
-        node: NodeAddr,
-        auth: Option<&Credentials>,
-        step: &mut Step,
-    ) -> Result<Connection, Failure> {
-        *step = Step::Connect;
-        let stream = TcpStream::connect(node.0)
-            .await
-            .map_err(|e| Failure::io(Step::Connect, &e))?;
-        // Small requests waiting for their replies: Nagle would only add delay.
-        // Failing to set it changes timing only, so it is not an error.
-        let _ = stream.set_nodelay(true);
-        let mut conn = Connection {
-            stream,
-            buf: BytesMut::with_capacity(4096),
-        };
-
-        let mut request = BytesMut::new();
-        if let Some(creds) = auth {
-            *step = Step::Auth;
-            let password = creds.password.expose().as_bytes();
-            match &creds.username {
-                Some(user) => encode_command(&mut request, &[b"AUTH", user.as_bytes(), password]),
-                None => encode_command(&mut request, &[b"AUTH", password]),
-            }
-        } else {
-            *step = Step::Handshake;
-        }
-        request.extend_from_slice(SETNAME);
-        conn.write(&request, *step).await?;
-        // The request held the password: do not keep it around longer than needed.
-        drop(request);
-
-        if auth.is_some() {
-            match conn.read_frame(Step::Auth).await? {
-                Frame::SimpleString(ok) if &ok[..] == b"OK" => {}
-                Frame::Error(text) => {
-                    // Only the code is kept: this text answers a command that
-                    // carried the password.
-                    return Err(Failure::reply(
-                        Step::Auth,
-                        ReplyError::Refused {
-                            code: ErrorCode::from_error_text(&text),
-                            message: String::new(),
-                        },
-                    ));
-                }
-                _ => {
-                    return Err(Failure::reply(
-                        Step::Auth,
-                        ReplyError::Malformed("auth reply is not ok"),
-                    ));
-                }
-            }
-            *step = Step::Handshake;
-        }
-        // The name only helps operators: an error reply (an old server, an ACL)
-        // is fine. A reply that is not RESP still fails the connection.
-        let _ = conn.read_frame(Step::Handshake).await?;
-        Ok(conn)
+/// Sends the query and `PING` in one write and reads both replies. The
+/// latency runs from the write to the second reply.
+async fn round_trip(
+    conn: &mut RespConn,
+    query: Query,
+    step: &mut Step,
+) -> Result<(Frame, Frame, Duration), Failure> {
+    let (first_step, request) = match query {
+        Query::Role => (Step::Role, ROLE_PING),
+        Query::InfoReplication => (Step::Info, INFO_PING),
+    };
+    *step = first_step;
+    let sent = Instant::now();
+    conn.write(request, first_step).await?;
+    let first = conn.read_frame(first_step).await?;
+    *step = Step::Ping;
+    let ping = conn.read_frame(Step::Ping).await?;
+    let latency = sent.elapsed();
+    if conn.has_unread() {
+        return Err(Failure::new(
+            Step::Ping,
+            Cause::Unsolicited { from: "node" },
+        ));
     }
-
-    /// Whether the idle connection is unusable: closed by the node, in error, or
-    /// holding bytes nobody asked for. Never waits.
-    fn is_stale(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            // EOF, a reset, or unsolicited data.
-            _ => true,
-        }
-    }
-
-    /// Sends the query and `PING` in one write and reads both replies. The
-    /// latency runs from the write to the second reply.
-    async fn round_trip(
-        &mut self,
-        query: Query,
-        step: &mut Step,
-    ) -> Result<(Frame, Frame, Duration), Failure> {
-        let (first_step, request) = match query {
-            Query::Role => (Step::Role, ROLE_PING),
-            Query::InfoReplication => (Step::Info, INFO_PING),
-        };
-        *step = first_step;
-        let sent = Instant::now();
-        self.write(request, first_step).await?;
-        let first = self.read_frame(first_step).await?;
-        *step = Step::Ping;
-        let ping = self.read_frame(Step::Ping).await?;
-        let latency = sent.elapsed();
-        if !self.buf.is_empty() {
-            return Err(Failure::new(Step::Ping, Cause::Unsolicited));
-        }
-        Ok((first, ping, latency))
-    }
-
-    async fn write(&mut self, bytes: &[u8], step: Step) -> Result<(), Failure> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| Failure::io(step, &e))
-    }
-
-    /// Reads until one whole frame is buffered, and takes it.
-    async fn read_frame(&mut self, step: Step) -> Result<Frame, Failure> {
-        loop {
-            if let Some(frame) = decode_frame(&mut self.buf).map_err(|e| Failure::reply(step, e))? {
-                return Ok(frame);
-            }
-            self.buf.reserve(4096);
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(Failure::new(step, Cause::Closed)),
-                Ok(_) => {}
-                Err(e) => return Err(Failure::io(step, &e)),
-            }
-        }
-    }
-}
-
-/// A command as a RESP array of bulk strings.
-fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
-    out.put_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for arg in args {
-        out.put_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.put_slice(arg);
-        out.put_slice(b"\r\n");
-    }
-}
-
-/// The step of a probe, named in failure reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Connect,
-    Auth,
-    /// `CLIENT SETNAME`.
-    Handshake,
-    Role,
-    Info,
-    Ping,
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Step::Connect => "connect",
-            Step::Auth => "auth",
-            Step::Handshake => "handshake",
-            Step::Role => "role",
-            Step::Info => "info",
-            Step::Ping => "ping",
-        })
-    }
-}
-
-/// Why a probe failed: `"<step>: <cause>"`, for example `connect: connection refused`.
-#[derive(Debug, thiserror::Error)]
-#[error("{step}: {cause}")]
-struct Failure {
-    step: Step,
-    // Not a `#[source]`: the message already shows the cause.
-    cause: Cause,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum Cause {
-    /// Only the kind: an `io::Error`'s text is capitalised and OS-specific.
-    #[error("{0}")]
-    Io(io::ErrorKind),
-    #[error("connection closed")]
-    Closed,
-    #[error("timed out")]
-    TimedOut,
-    #[error("unexpected data from node")]
-    Unsolicited,
-    #[error(transparent)]
-    Reply(ReplyError),
-}
-
-impl Failure {
-    fn new(step: Step, cause: Cause) -> Self {
-        Failure { step, cause }
-    }
-
-    fn io(step: Step, e: &io::Error) -> Self {
-        Failure::new(step, Cause::Io(e.kind()))
-    }
-
-    fn reply(step: Step, e: ReplyError) -> Self {
-        Failure::new(step, Cause::Reply(e))
-    }
-}
-
-/// Belt and braces: reasons are built from fixed words and sanitised codes, but
-/// a node could still echo a password as an "error code". It never reaches a
-/// report or a log.
-fn redact(reason: String, auth: Option<&Credentials>) -> String {
-    match auth.map(|c| c.password.expose()) {
-        Some(password) if !password.is_empty() && reason.contains(password) => {
-            reason.replace(password, "<redacted>")
-        }
-        _ => reason,
-    }
+    Ok((first, ping, latency))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake::{Answer, FakeServer, PATIENCE, bytes};
     use keyway_config::Secret;
-    use std::net::SocketAddr;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
     use tokio::task::JoinHandle;
 
-    /// How long a test waits for anything at most: generous for a loaded CI.
-    const PATIENCE: Duration = Duration::from_secs(10);
-
-    /// What the fake node does in answer to one command.
-    #[derive(Debug, Clone)]
-    enum Answer {
-        /// Write these bytes.
-        Bytes(Vec<u8>),
-        /// Write these bytes one at a time, flushing each.
-        Trickle(Vec<u8>),
-        /// Write nothing.
-        Silent,
-        /// Write these bytes, then close the connection.
-        BytesThenClose(Vec<u8>),
-        /// Close the connection.
-        Close,
-    }
-
-    fn bytes(b: &[u8]) -> Answer {
-        Answer::Bytes(b.to_vec())
-    }
-
-    type Handler = dyn Fn(&[String]) -> Answer + Send + Sync;
-
-    /// A scripted Redis node on 127.0.0.1:0.
-    struct FakeNode {
-        addr: NodeAddr,
-        commands: Arc<Mutex<Vec<Vec<String>>>>,
-        connections: Arc<AtomicUsize>,
-        task: JoinHandle<()>,
-    }
-
-    impl Drop for FakeNode {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-
-    impl FakeNode {
-        async fn start(handler: impl Fn(&[String]) -> Answer + Send + Sync + 'static) -> FakeNode {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr: SocketAddr = listener.local_addr().expect("addr");
-            let commands = Arc::new(Mutex::new(Vec::new()));
-            let connections = Arc::new(AtomicUsize::new(0));
-            let handler: Arc<Handler> = Arc::new(handler);
-            let task = tokio::spawn({
-                let commands = Arc::clone(&commands);
-                let connections = Arc::clone(&connections);
-                async move {
-                    // Connections live in this task: aborting it (on drop) ends them all.
-                    let mut served = tokio::task::JoinSet::new();
-                    loop {
-                        let Ok((socket, _)) = listener.accept().await else {
-                            return;
-                        };
-                        connections.fetch_add(1, Ordering::SeqCst);
-                        served.spawn(serve(socket, Arc::clone(&handler), Arc::clone(&commands)));
-                    }
-                }
-            });
-            FakeNode {
-                addr: NodeAddr(addr),
-                commands,
-                connections,
-                task,
-            }
-        }
-
-        fn count(&self, name: &str) -> usize {
-            self.commands
-                .lock()
-                .expect("lock")
-                .iter()
-                .filter(|c| c.first().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-                .count()
-        }
-
-        fn connections(&self) -> usize {
-            self.connections.load(Ordering::SeqCst)
-        }
-    }
-
-    async fn serve(
-        mut socket: TcpStream,
-        handler: Arc<Handler>,
-        commands: Arc<Mutex<Vec<Vec<String>>>>,
-    ) {
-        let mut buf = BytesMut::new();
-        loop {
-            while let Ok(Some(frame)) = decode_frame(&mut buf) {
-                let Frame::Array(args) = frame else { return };
-                let args: Vec<String> = args
-                    .iter()
-                    .map(|a| match a {
-                        Frame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                        _ => String::new(),
-                    })
-                    .collect();
-                commands.lock().expect("lock").push(args.clone());
-                match handler(&args) {
-                    Answer::Bytes(b) => {
-                        if socket.write_all(&b).await.is_err() {
-                            return;
-                        }
-                    }
-                    Answer::Trickle(b) => {
-                        for byte in b {
-                            if socket.write_all(&[byte]).await.is_err() {
-                                return;
-                            }
-                            let _ = socket.flush().await;
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                    Answer::Silent => {}
-                    Answer::BytesThenClose(b) => {
-                        let _ = socket.write_all(&b).await;
-                        return;
-                    }
-                    Answer::Close => return,
-                }
-            }
-            match socket.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    }
+    /// A scripted Redis node.
+    type FakeNode = FakeServer<NodeAddr>;
 
     const MASTER: &[u8] = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n";
     const REPLICA: &[u8] =
@@ -1062,24 +710,5 @@ mod tests {
             .await
             .expect("prober stops without a receiver")
             .expect("no panic");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_five_seconds() {
-        let ms = Duration::from_millis;
-        let skips: Vec<u32> = (1..=7).map(|n| backoff_skips(n, ms(500))).collect();
-        // Waits of 1, 2, 4, 8, 10, 10, 10 intervals of 500 ms.
-        assert_eq!(skips, [0, 1, 3, 7, 9, 9, 9]);
-        assert_eq!(backoff_skips(u32::MAX, ms(1)), 4_999);
-        // An interval beyond the cap keeps its own cadence.
-        assert_eq!(backoff_skips(10, Duration::from_secs(30)), 0);
-        assert_eq!(backoff_skips(1, Duration::ZERO), 0);
-    }
-
-    #[test]
-    fn auth_encoding() {
-        let mut out = BytesMut::new();
-        encode_command(&mut out, &[b"AUTH", b"u", b"p w"]);
-        assert_eq!(&out[..], b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$3\r\np w\r\n");
     }
 }

@@ -27,25 +27,20 @@
 //! - Cancel-safe: every await is raced against `shutdown`; the task also ends
 //!   when the receiver of its messages is gone.
 
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use keyway_config::{Credentials, Sentinel, SentinelAddr};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::{Cause, Failure, RespConn, Retries, Step, encode_command, redact, ticker};
 use crate::observation::{
     SentinelEvent, SentinelMessage, SentinelOutcome, SentinelReport, SentinelView,
 };
-use crate::reply::{
-    ErrorCode, Frame, PubSubReply, ReplyError, SwitchMaster, decode_frame, event_master_name,
-    sanitize_event_payload,
-};
+use crate::reply::{Frame, PubSubReply, SwitchMaster, event_master_name, sanitize_event_payload};
 
 /// The name of the query connection (`CLIENT SETNAME`), for `CLIENT LIST`.
 pub const CLIENT_NAME: &str = "keyway-sentinel";
@@ -138,12 +133,7 @@ impl SentinelWatcher {
     // ---- Queries --------------------------------------------------------
 
     async fn query_loop(&self, shutdown: &CancellationToken) {
-        // As the prober: the first tick completes at once (nothing is routed
-        // before the first answers); `Delay` so a slow query does not cause a
-        // burst; `interval` panics on zero, which the config rejects anyway.
-        let period = self.interval.max(Duration::from_millis(1));
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticker = ticker(self.interval);
         let request = query_request(&self.master_name);
         let mut state = QueryState::default();
         loop {
@@ -178,10 +168,12 @@ impl SentinelWatcher {
     /// One query: reuse or open the connection, ask, and turn the answer (or
     /// its absence) into an outcome.
     async fn query(&self, state: &mut QueryState, request: &[u8], woken: bool) -> SentinelOutcome {
-        if state.conn.is_none() && state.skip > 0 && !woken {
+        if state.conn.is_none()
+            && !woken
+            && let Some(reason) = state.retries.skip_tick()
+        {
             // Backing off: no attempt this tick, but the report still goes out.
-            state.skip -= 1;
-            return SentinelOutcome::Failed(state.last_failure.clone());
+            return SentinelOutcome::Failed(reason);
         }
         let mut step = Step::Connect;
         let result = tokio::time::timeout(self.timeout, self.ask(state, request, &mut step))
@@ -189,24 +181,21 @@ impl SentinelWatcher {
             .unwrap_or(Err(Failure::new(step, Cause::TimedOut)));
         match result {
             Ok(view) => {
-                if state.failures > 0 {
-                    tracing::info!(sentinel = %self.sentinel, master_name = %self.master_name, failed_queries = state.failures, "sentinel answers again");
+                let failed_queries = state.retries.succeeded();
+                if failed_queries > 0 {
+                    tracing::info!(sentinel = %self.sentinel, master_name = %self.master_name, failed_queries, "sentinel answers again");
                 }
-                state.failures = 0;
-                state.skip = 0;
                 SentinelOutcome::Answered(view)
             }
             Err(failure) => {
                 state.conn = None;
                 let reason = redact(failure.to_string(), self.auth.as_ref());
-                if state.failures == 0 {
+                let failed_queries = state.retries.failed(&reason, self.interval, MAX_BACKOFF);
+                if failed_queries == 1 {
                     tracing::info!(sentinel = %self.sentinel, master_name = %self.master_name, %reason, "sentinel unreachable");
                 } else {
-                    tracing::debug!(sentinel = %self.sentinel, %reason, failed_queries = state.failures + 1, "sentinel query failed");
+                    tracing::debug!(sentinel = %self.sentinel, %reason, failed_queries, "sentinel query failed");
                 }
-                state.failures = state.failures.saturating_add(1);
-                state.skip = backoff_skips(state.failures, self.interval);
-                state.last_failure.clone_from(&reason);
                 SentinelOutcome::Failed(reason)
             }
         }
@@ -219,7 +208,7 @@ impl SentinelWatcher {
         request: &[u8],
         step: &mut Step,
     ) -> Result<SentinelView, Failure> {
-        if state.conn.as_mut().is_some_and(Connection::is_stale) {
+        if state.conn.as_mut().is_some_and(RespConn::is_stale) {
             // Closed by the sentinel while idle (restart, `timeout`): start over
             // at once rather than report a failure.
             tracing::debug!(sentinel = %self.sentinel, "sentinel query connection closed; reconnecting");
@@ -229,7 +218,7 @@ impl SentinelWatcher {
             Some(conn) => conn,
             None => {
                 let conn =
-                    Connection::open(self.sentinel, self.auth.as_ref(), CLIENT_NAME, &[], step)
+                    RespConn::open(self.sentinel.0, self.auth.as_ref(), CLIENT_NAME, &[], step)
                         .await?;
                 tracing::debug!(sentinel = %self.sentinel, "sentinel query connection open");
                 state.conn.insert(conn)
@@ -239,8 +228,9 @@ impl SentinelWatcher {
         conn.write(request, Step::Query).await?;
         let master = conn.read_frame(Step::Query).await?;
         let replicas = conn.read_frame(Step::Query).await?;
-        if !conn.buf.is_empty() {
-            return Err(Failure::new(Step::Query, Cause::Unsolicited));
+        if conn.has_unread() {
+            let unsolicited = Cause::Unsolicited { from: "sentinel" };
+            return Err(Failure::new(Step::Query, unsolicited));
         }
         SentinelView::from_frames(&master, &replicas).map_err(|e| Failure::reply(Step::Query, e))
     }
@@ -405,12 +395,9 @@ impl SentinelWatcher {
 /// What the query side carries from one query to the next.
 #[derive(Debug, Default)]
 struct QueryState {
-    conn: Option<Connection>,
-    /// Consecutive failed queries.
-    failures: u32,
-    /// Ticks left to skip before the next connection attempt.
-    skip: u32,
-    last_failure: String,
+    conn: Option<RespConn>,
+    /// Consecutive failed queries, and the back-off they cause.
+    retries: Retries,
 }
 
 /// Why the event side stopped following.
@@ -426,7 +413,7 @@ enum Ended {
 /// subscription confirmations.
 #[derive(Debug)]
 struct Subscription {
-    conn: Connection,
+    conn: RespConn,
     early: Vec<Frame>,
 }
 
@@ -434,8 +421,8 @@ impl Subscription {
     /// Connects, authenticates, names the connection and subscribes to every
     /// channel in one write, then waits for every confirmation.
     async fn open(watcher: &SentinelWatcher, step: &mut Step) -> Result<Subscription, Failure> {
-        let mut conn = Connection::open(
-            watcher.sentinel,
+        let mut conn = RespConn::open(
+            watcher.sentinel.0,
             watcher.auth.as_ref(),
             EVENTS_CLIENT_NAME,
             &subscribe_request(),
@@ -489,19 +476,10 @@ fn ping_every(interval: Duration, timeout: Duration) -> Duration {
         .max(Duration::from_millis(1))
 }
 
-/// How many ticks to skip before the next query connection attempt, after
-/// `failures` consecutive failed queries (`failures >= 1`): the wait doubles
-/// from one interval up to [`MAX_BACKOFF`], counted in whole ticks so reports
-/// keep their cadence. The prober's rule.
-fn backoff_skips(failures: u32, interval: Duration) -> u32 {
-    let doubling = 1u128 << failures.saturating_sub(1).min(31);
-    let cap = (MAX_BACKOFF.as_nanos() / interval.as_nanos().max(1)).max(1);
-    u32::try_from(doubling.min(cap) - 1).unwrap_or(u32::MAX)
-}
-
 /// How long the event side waits before subscribing again, after `failures`
 /// consecutive failures (`failures >= 1`): one interval, doubling up to
-/// [`MAX_BACKOFF`] (or one interval, if that is longer).
+/// [`MAX_BACKOFF`] (or one interval, if that is longer). A wait, not skipped
+/// ticks as on the query side: the event side reports nothing while down.
 fn backoff_delay(failures: u32, interval: Duration) -> Duration {
     let doubling = 1u32 << failures.saturating_sub(1).min(16);
     interval
@@ -509,370 +487,20 @@ fn backoff_delay(failures: u32, interval: Duration) -> Duration {
         .min(MAX_BACKOFF.max(interval))
 }
 
-/// One connection to one sentinel, in step: every reply read was asked for
-/// (or, subscribed, is a published message).
-#[derive(Debug)]
-struct Connection {
-    stream: TcpStream,
-    /// Bytes read and not yet decoded.
-    buf: BytesMut,
-}
-
-impl Connection {
-    /// Connects, then sends AUTH (if configured), `CLIENT SETNAME name` and
-    /// `then` in one write, and checks the AUTH and SETNAME replies. The
-    /// replies to `then` are the caller's to read.
-    async fn open(
-        sentinel: SentinelAddr,
-        auth: Option<&Credentials>,
-        name: &str,
-        then: &[u8],
-        step: &mut Step,
-    ) -> Result<Connection, Failure> {
-        *step = Step::Connect;
-        let stream = TcpStream::connect(sentinel.0)
-            .await
-            .map_err(|e| Failure::io(Step::Connect, &e))?;
-        // Small requests waiting for their replies: Nagle would only add delay.
-        let _ = stream.set_nodelay(true);
-        let mut conn = Connection {
-            stream,
-            buf: BytesMut::with_capacity(4096),
-        };
-
-        let mut request = BytesMut::new();
-        if let Some(creds) = auth {
-            *step = Step::Auth;
-            let password = creds.password.expose().as_bytes();
-            match &creds.username {
-                Some(user) => encode_command(&mut request, &[b"AUTH", user.as_bytes(), password]),
-                None => encode_command(&mut request, &[b"AUTH", password]),
-            }
-        } else {
-            *step = Step::Handshake;
-        }
-        encode_command(&mut request, &[b"CLIENT", b"SETNAME", name.as_bytes()]);
-        request.extend_from_slice(then);
-        conn.write(&request, *step).await?;
-        // The request held the password: do not keep it around.
-        drop(request);
-
-        if auth.is_some() {
-            match conn.read_frame(Step::Auth).await? {
-                Frame::SimpleString(ok) if &ok[..] == b"OK" => {}
-                Frame::Error(text) => {
-                    // Only the code: this text answers a command that carried
-                    // the password.
-                    return Err(Failure::reply(
-                        Step::Auth,
-                        ReplyError::Refused {
-                            code: ErrorCode::from_error_text(&text),
-                            message: String::new(),
-                        },
-                    ));
-                }
-                _ => {
-                    return Err(Failure::reply(
-                        Step::Auth,
-                        ReplyError::Malformed("auth reply is not ok"),
-                    ));
-                }
-            }
-            *step = Step::Handshake;
-        }
-        // The name only helps operators: an error reply is fine. A reply that
-        // is not RESP still fails the connection.
-        let _ = conn.read_frame(Step::Handshake).await?;
-        Ok(conn)
-    }
-
-    /// Whether the idle connection is unusable: closed, in error, or holding
-    /// bytes nobody asked for. Never waits.
-    fn is_stale(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        // Anything but "would block" (EOF, a reset, unsolicited data) is stale.
-        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    async fn write(&mut self, bytes: &[u8], step: Step) -> Result<(), Failure> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| Failure::io(step, &e))
-    }
-
-    /// Reads until one whole frame is buffered, and takes it. Cancel-safe:
-    /// bytes read stay in `buf`.
-    async fn read_frame(&mut self, step: Step) -> Result<Frame, Failure> {
-        loop {
-            if let Some(frame) = decode_frame(&mut self.buf).map_err(|e| Failure::reply(step, e))? {
-                return Ok(frame);
-            }
-            self.buf.reserve(4096);
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(Failure::new(step, Cause::Closed)),
-                Ok(_) => {}
-                Err(e) => return Err(Failure::io(step, &e)),
-            }
-        }
-    }
-}
-
-/// A command as a RESP array of bulk strings.
-fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
-    out.put_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for arg in args {
-        out.put_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.put_slice(arg);
-        out.put_slice(b"\r\n");
-    }
-}
-
-/// The step under way when something failed, named in failure reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Connect,
-    Auth,
-    /// `CLIENT SETNAME`.
-    Handshake,
-    /// `SENTINEL get-master-addr-by-name` and `SENTINEL replicas`.
-    Query,
-    Subscribe,
-    /// Waiting for published messages.
-    Events,
-    Ping,
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Step::Connect => "connect",
-            Step::Auth => "auth",
-            Step::Handshake => "handshake",
-            Step::Query => "query",
-            Step::Subscribe => "subscribe",
-            Step::Events => "events",
-            Step::Ping => "ping",
-        })
-    }
-}
-
-/// Why a query or a subscription failed: `"<step>: <cause>"`.
-#[derive(Debug, thiserror::Error)]
-#[error("{step}: {cause}")]
-struct Failure {
-    step: Step,
-    cause: Cause,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum Cause {
-    /// Only the kind: an `io::Error`'s text is capitalised and OS-specific.
-    #[error("{0}")]
-    Io(io::ErrorKind),
-    #[error("connection closed")]
-    Closed,
-    #[error("timed out")]
-    TimedOut,
-    #[error("unexpected data from sentinel")]
-    Unsolicited,
-    #[error(transparent)]
-    Reply(ReplyError),
-}
-
-impl Failure {
-    fn new(step: Step, cause: Cause) -> Self {
-        Failure { step, cause }
-    }
-
-    fn io(step: Step, e: &io::Error) -> Self {
-        Failure::new(step, Cause::Io(e.kind()))
-    }
-
-    fn reply(step: Step, e: ReplyError) -> Self {
-        Failure::new(step, Cause::Reply(e))
-    }
-}
-
-/// Belt and braces: a sentinel could echo the password as an "error code".
-fn redact(reason: String, auth: Option<&Credentials>) -> String {
-    match auth.map(|c| c.password.expose()) {
-        Some(password) if !password.is_empty() && reason.contains(password) => {
-            reason.replace(password, "<redacted>")
-        }
-        _ => reason,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake::{Answer, FakeServer, PATIENCE, bytes};
+    use bytes::BufMut;
     use keyway_config::{NodeAddr, Secret};
     use std::net::SocketAddr;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
     use tokio::net::TcpListener;
-    use tokio::sync::broadcast;
     use tokio::task::JoinHandle;
 
-    /// How long a test waits for anything at most: generous for a loaded CI.
-    const PATIENCE: Duration = Duration::from_secs(10);
-
-    /// What the fake sentinel does in answer to one command.
-    #[derive(Debug, Clone)]
-    enum Answer {
-        Bytes(Vec<u8>),
-        Silent,
-        Close,
-    }
-
-    fn bytes(b: &[u8]) -> Answer {
-        Answer::Bytes(b.to_vec())
-    }
-
-    type Handler = dyn Fn(&[String]) -> Answer + Send + Sync;
-
-    /// A scripted sentinel on 127.0.0.1:0. `SUBSCRIBE` puts a connection in
-    /// subscribed mode (the handler still writes the confirmations); then it
-    /// also receives what [`FakeSentinel::publish`] sends.
-    struct FakeSentinel {
-        addr: SentinelAddr,
-        commands: Arc<Mutex<Vec<Vec<String>>>>,
-        connections: Arc<AtomicUsize>,
-        subscribed: Arc<AtomicUsize>,
-        publish: broadcast::Sender<Vec<u8>>,
-        task: JoinHandle<()>,
-    }
-
-    impl Drop for FakeSentinel {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-
-    impl FakeSentinel {
-        async fn start(handler: impl Fn(&[String]) -> Answer + Send + Sync + 'static) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr: SocketAddr = listener.local_addr().expect("addr");
-            let commands = Arc::new(Mutex::new(Vec::new()));
-            let connections = Arc::new(AtomicUsize::new(0));
-            let subscribed = Arc::new(AtomicUsize::new(0));
-            let (publish, _) = broadcast::channel(64);
-            let handler: Arc<Handler> = Arc::new(handler);
-            let task = tokio::spawn({
-                let commands = Arc::clone(&commands);
-                let connections = Arc::clone(&connections);
-                let subscribed = Arc::clone(&subscribed);
-                let publish = publish.clone();
-                async move {
-                    let mut served = tokio::task::JoinSet::new();
-                    loop {
-                        let Ok((socket, _)) = listener.accept().await else {
-                            return;
-                        };
-                        connections.fetch_add(1, Ordering::SeqCst);
-                        served.spawn(serve(
-                            socket,
-                            Arc::clone(&handler),
-                            Arc::clone(&commands),
-                            Arc::clone(&subscribed),
-                            publish.subscribe(),
-                        ));
-                    }
-                }
-            });
-            FakeSentinel {
-                addr: SentinelAddr(addr),
-                commands,
-                connections,
-                subscribed,
-                publish,
-                task,
-            }
-        }
-
-        fn count(&self, name: &str) -> usize {
-            self.commands
-                .lock()
-                .expect("lock")
-                .iter()
-                .filter(|c| c.first().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-                .count()
-        }
-
-        /// Waits until `n` connections have subscribed in all.
-        async fn until_subscribed(&self, n: usize) {
-            let deadline = Instant::now() + PATIENCE;
-            while self.subscribed.load(Ordering::SeqCst) < n {
-                assert!(Instant::now() < deadline, "never subscribed {n} times");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-
-        fn publish(&self, channel: &str, payload: &str) {
-            let mut out = BytesMut::new();
-            encode_command(
-                &mut out,
-                &[b"message", channel.as_bytes(), payload.as_bytes()],
-            );
-            self.publish.send(out.to_vec()).expect("a subscriber");
-        }
-    }
-
-    async fn serve(
-        mut socket: TcpStream,
-        handler: Arc<Handler>,
-        commands: Arc<Mutex<Vec<Vec<String>>>>,
-        subscribed: Arc<AtomicUsize>,
-        mut published: broadcast::Receiver<Vec<u8>>,
-    ) {
-        let mut buf = BytesMut::new();
-        let mut in_pubsub = false;
-        loop {
-            while let Ok(Some(frame)) = decode_frame(&mut buf) {
-                let Frame::Array(args) = frame else { return };
-                let args: Vec<String> = args
-                    .iter()
-                    .map(|a| match a {
-                        Frame::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                        _ => String::new(),
-                    })
-                    .collect();
-                commands.lock().expect("lock").push(args.clone());
-                match handler(&args) {
-                    Answer::Bytes(b) => {
-                        if socket.write_all(&b).await.is_err() {
-                            return;
-                        }
-                    }
-                    Answer::Silent => {}
-                    Answer::Close => return,
-                }
-                if args[0].eq_ignore_ascii_case("SUBSCRIBE") {
-                    in_pubsub = true;
-                    subscribed.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-            tokio::select! {
-                read = socket.read_buf(&mut buf) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                },
-                message = published.recv() => match message {
-                    Ok(message) if in_pubsub => {
-                        if socket.write_all(&message).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-            }
-        }
-    }
+    /// A scripted sentinel: subscribed connections receive what
+    /// [`FakeServer::publish`] sends.
+    type FakeSentinel = FakeServer<SentinelAddr>;
 
     fn subscribe_confirmations(channels: &[String]) -> Answer {
         let mut out = BytesMut::new();
@@ -1327,8 +955,6 @@ mod tests {
     #[test]
     fn backoffs() {
         let ms = Duration::from_millis;
-        let skips: Vec<u32> = (1..=7).map(|n| backoff_skips(n, ms(500))).collect();
-        assert_eq!(skips, [0, 1, 3, 7, 9, 9, 9]);
         let delays: Vec<Duration> = (1..=6).map(|n| backoff_delay(n, ms(500))).collect();
         assert_eq!(
             delays,
