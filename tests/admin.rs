@@ -9,11 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use keyway::status::StatusDoc;
 use keyway_tests::{
-    DEADLINE, Lab, Tuning, addrs, assert_eventually, config, endpoint, lab, proxy_routed_to,
+    AUTH_PING_REPLY, DEADLINE, Lab, Tuning, addrs, assert_eventually, auth_ping, config, endpoint,
+    expect_bytes, on_lab, proxy_routed_to, raw, read_until_closed, start_lab, within,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,15 +61,6 @@ async fn http(admin: SocketAddr, method: &str, target: &str) -> Answer {
 
 async fn get(admin: SocketAddr, target: &str) -> Answer {
     http(admin, "GET", target).await
-}
-
-/// Runs blocking lab code off the runtime; a panic inside keeps its message.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("blocking task failed: {e}"),
-    }
 }
 
 /// The samples of an OpenMetrics exposition, checked on the way: every family
@@ -133,33 +124,24 @@ fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 /// One session through the proxy with known bytes both ways: AUTH + PING,
 /// then EOF. Returns (client_to_node, node_to_client) byte counts.
 async fn one_session(proxy: &keyway::Proxy, lab: &Lab) -> (u64, u64) {
-    let password = lab.password().expect("lab password");
-    let request = format!(
-        "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n",
-        password.len()
-    );
-    let expected = b"+OK\r\n+PONG\r\n";
-    let exchange = async {
-        let mut s = TcpStream::connect(endpoint(proxy)).await.expect("connect");
-        s.write_all(request.as_bytes()).await.expect("send");
-        let mut reply = vec![0; expected.len()];
-        s.read_exact(&mut reply).await.expect("replies");
-        assert_eq!(reply, expected);
+    let request = auth_ping(lab);
+    within("the session", async {
+        let mut s = raw(proxy).await;
+        s.write_all(&request).await.expect("send");
+        expect_bytes(&mut s, AUTH_PING_REPLY).await;
         // Half-close: Redis closes its side, the session ends `done`.
         s.shutdown().await.expect("shutdown");
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest).await.expect("EOF");
+        let (rest, error) = read_until_closed(&mut s).await;
+        assert!(error.is_none(), "no clean EOF: {error:?}");
         assert!(rest.is_empty(), "unexpected bytes {rest:?}");
-    };
-    tokio::time::timeout(DEADLINE, exchange)
-        .await
-        .expect("session within the deadline");
-    (request.len() as u64, expected.len() as u64)
+    })
+    .await;
+    (request.len() as u64, AUTH_PING_REPLY.len() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_metrics_and_status_follow_a_real_group() {
-    let lab = Arc::new(blocking(|| lab(1)).await);
+    let lab = start_lab(1).await;
     let master = lab.node(0).addr();
     let replica = lab.node(1).addr();
     let proxy = proxy_routed_to(&config(&lab, &addrs(&lab), &Tuning::default()), master).await;
@@ -318,8 +300,7 @@ async fn healthz_metrics_and_status_follow_a_real_group() {
     assert!(route_event.time.ends_with('Z') && route_event.time.contains('T'));
 
     // --- kill every node: healthz turns 503 with the reason.
-    let lab2 = lab.clone();
-    blocking(move || lab2.nodes().iter().for_each(|n| n.kill())).await;
+    on_lab(&lab, |lab| lab.nodes().iter().for_each(|n| n.kill())).await;
     let mut last: Option<Answer>;
     assert_eventually!(
         {
@@ -362,7 +343,7 @@ async fn healthz_metrics_and_status_follow_a_real_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_or_slow_admin_clients_are_dropped() {
-    let lab = Arc::new(blocking(|| lab(0)).await);
+    let lab = start_lab(0).await;
     let proxy = proxy_routed_to(
         &config(&lab, &addrs(&lab), &Tuning::default()),
         lab.node(0).addr(),
@@ -378,9 +359,8 @@ async fn silent_or_slow_admin_clients_are_dropped() {
     // A silent client: connects, never sends a byte.
     let mut silent = TcpStream::connect(admin).await.expect("connect");
     for s in [&mut slow, &mut silent] {
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
-        assert!(read.is_ok(), "admin kept a stalled connection open");
+        // Panics if the admin server keeps the stalled connection open.
+        let (rest, _) = read_until_closed(s).await;
         // Closed without a 200 (hyper may answer 408 first).
         let text = String::from_utf8_lossy(&rest);
         assert!(!text.contains(" 200 "), "{text}");
@@ -395,10 +375,8 @@ async fn silent_or_slow_admin_clients_are_dropped() {
     );
     let mut s = TcpStream::connect(admin).await.expect("connect");
     let _ = s.write_all(huge.as_bytes()).await;
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
-        .await
-        .expect("answered or closed");
+    // Answered or closed, within the deadline.
+    let (rest, _) = read_until_closed(&mut s).await;
     assert!(!String::from_utf8_lossy(&rest).contains(" 200 "));
 
     proxy.shutdown().await;

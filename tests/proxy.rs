@@ -12,63 +12,24 @@
 //! a loaded machine cannot make the master miss `fall` probes and cut a session
 //! the test is using.
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use keyway_config::NodeAddr;
 use keyway_tests::{
-    DEADLINE, Lab, Tuning, addrs, assert_eventually, client, config, endpoint, lab,
-    proxy_routed_to, wait_route,
+    AUTH_PING_REPLY, DEADLINE, Lab, RouteLog, Tuning, addrs, assert_eventually, auth_ping, client,
+    config, expect_bytes, held_then_closed, on_lab, on_lab_timed, proxy_on_master, proxy_routed_to,
+    raw, raw_session_on, read_until_closed, server_port, start_lab, wait_route, within,
 };
 use redis::AsyncCommands;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Probes tolerant enough that a busy machine never drops the route under a test
-/// that is moving bytes: three missed 250 ms probes in a row are needed.
-fn steady() -> Tuning {
-    Tuning {
-        interval: "250ms",
-        timeout: "250ms",
-        fall: 3,
-        ..Tuning::default()
-    }
-}
-
-/// Runs blocking lab code off the runtime; a panic inside keeps its message.
-async fn blocking<T, F>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("blocking task failed: {e}"),
-    }
-}
-
-/// A lab with `replicas` replicas, started off the runtime.
-async fn start_lab(replicas: usize) -> Arc<Lab> {
-    Arc::new(blocking(move || lab(replicas)).await)
-}
-
-/// `fut`, or a panic naming `what` if it takes longer than `DEADLINE`.
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: not done within {DEADLINE:?}"),
-    }
-}
 
 /// A `redis` multiplexed connection (its own TCP connection) through the proxy.
 async fn connect(proxy: &keyway::Proxy, lab: &Lab) -> redis::aio::MultiplexedConnection {
@@ -81,77 +42,6 @@ async fn connect(proxy: &keyway::Proxy, lab: &Lab) -> redis::aio::MultiplexedCon
     .expect("connection through the proxy")
 }
 
-/// One RESP2 command as bytes.
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// `AUTH <lab password>` as bytes.
-fn auth(lab: &Lab) -> Vec<u8> {
-    let password = lab.password().expect("the lab has a password");
-    resp(&[b"AUTH", password.as_bytes()])
-}
-
-/// A raw TCP connection to the proxy endpoint.
-async fn raw(proxy: &keyway::Proxy) -> TcpStream {
-    within("raw connect", TcpStream::connect(endpoint(proxy)))
-        .await
-        .expect("raw connect to the proxy")
-}
-
-/// Reads exactly `expected.len()` bytes and checks they are `expected`.
-async fn expect_bytes(stream: &mut TcpStream, expected: &[u8]) {
-    let mut got = vec![0u8; expected.len()];
-    let read = within("read the expected reply", stream.read_exact(&mut got)).await;
-    if let Err(e) = read {
-        panic!(
-            "reading {:?}: {e}",
-            String::from_utf8_lossy(expected).into_owned()
-        );
-    }
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(expected)
-    );
-}
-
-/// Reads until the peer closes (EOF) or the socket fails (a reset counts as
-/// closed); returns the bytes received before. Panics if still open at the deadline.
-async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Option<io::Error>) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let outcome = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => return None,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => return Some(e),
-            }
-        }
-    })
-    .await;
-    match outcome {
-        Ok(error) => (got, error),
-        Err(_) => panic!(
-            "connection still open after {DEADLINE:?}; received {:?}",
-            String::from_utf8_lossy(&got)
-        ),
-    }
-}
-
-/// `key:value` lines of an `INFO` reply.
-fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
 /// The first element of `ROLE` and the port the server says it listens on, both
 /// asked over `con`.
 async fn role_and_port(con: &mut redis::aio::MultiplexedConnection) -> (String, u16) {
@@ -161,15 +51,9 @@ async fn role_and_port(con: &mut redis::aio::MultiplexedConnection) -> (String, 
     )
     .await
     .expect("ROLE");
-    let info: String = within(
-        "INFO server",
-        redis::cmd("INFO").arg("server").query_async::<String>(con),
-    )
-    .await
-    .expect("INFO server");
-    let port = info_field(&info, "tcp_port")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no tcp_port in INFO server:\n{info}"));
+    let port = within("INFO server", server_port(con))
+        .await
+        .expect("INFO server");
     (role, port)
 }
 
@@ -185,24 +69,6 @@ fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// Records every route value the watch publishes, to check afterwards that a
-/// value never appeared, even briefly.
-fn record_routes(proxy: &keyway::Proxy) -> Arc<Mutex<Vec<Option<NodeAddr>>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut watch = proxy.route_watch("redis").expect("service redis");
-    let out = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let route = *watch.borrow_and_update();
-            out.lock().expect("route log").push(route);
-            if watch.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    seen
 }
 
 /// A fake node on 127.0.0.1:0, for probes to fail against.
@@ -303,9 +169,7 @@ impl Drop for FakeNode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_set_get() {
     let lab = start_lab(1).await;
-    let cfg = config(&lab, &addrs(&lab), &steady());
-    keyway::logging::init(&cfg.log);
-    let proxy = proxy_routed_to(&cfg, lab.node(0).addr()).await;
+    let proxy = proxy_on_master(&lab, &Tuning::steady()).await;
     let mut con = connect(&proxy, &lab).await;
 
     let pong: String = within("PING", redis::cmd("PING").query_async(&mut con))
@@ -320,8 +184,7 @@ async fn ping_set_get() {
     assert_eq!(got, "hello through keyway");
 
     // The write landed on the master itself, not somewhere else.
-    let lab2 = Arc::clone(&lab);
-    let direct = blocking(move || lab2.node(0).cmd(&["GET", "greeting"])).await;
+    let direct = on_lab(&lab, |lab| lab.node(0).cmd(&["GET", "greeting"])).await;
     let direct = direct.expect("GET on the master");
     assert_eq!(direct.as_bytes(), Some(&b"hello through keyway"[..]));
 }
@@ -329,9 +192,7 @@ async fn ping_set_get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_mb_value_round_trip() {
     let lab = start_lab(0).await;
-    let cfg = config(&lab, &addrs(&lab), &steady());
-    keyway::logging::init(&cfg.log);
-    let proxy = proxy_routed_to(&cfg, lab.node(0).addr()).await;
+    let proxy = proxy_on_master(&lab, &Tuning::steady()).await;
     let mut con = connect(&proxy, &lab).await;
 
     let value = pseudo_random(10 * 1024 * 1024, 0x9E37_79B9_7F4A_7C15);
@@ -347,8 +208,7 @@ async fn ten_mb_value_round_trip() {
     assert_eq!(first_diff, None, "first differing byte");
 
     // And the master holds exactly those bytes.
-    let lab2 = Arc::clone(&lab);
-    let len = blocking(move || lab2.node(0).cmd(&["STRLEN", "big"])).await;
+    let len = on_lab(&lab, |lab| lab.node(0).cmd(&["STRLEN", "big"])).await;
     assert_eq!(len.expect("STRLEN").as_int(), Some(10 * 1024 * 1024));
 }
 
@@ -358,9 +218,7 @@ async fn two_hundred_concurrent_incr() {
     const INCRS: i64 = 50;
 
     let lab = start_lab(1).await;
-    let cfg = config(&lab, &addrs(&lab), &steady());
-    keyway::logging::init(&cfg.log);
-    let proxy = proxy_routed_to(&cfg, lab.node(0).addr()).await;
+    let proxy = proxy_on_master(&lab, &Tuning::steady()).await;
 
     let redis_client = client(&proxy, &lab);
     let mut tasks = tokio::task::JoinSet::new();
@@ -399,8 +257,7 @@ async fn two_hundred_concurrent_incr() {
         .await
         .expect("GET counter");
     assert_eq!(through_proxy, expected);
-    let lab2 = Arc::clone(&lab);
-    let direct = blocking(move || lab2.node(0).cmd(&["GET", "counter"])).await;
+    let direct = on_lab(&lab, |lab| lab.node(0).cmd(&["GET", "counter"])).await;
     let direct = direct.expect("GET on the master");
     assert_eq!(
         direct.as_bytes(),
@@ -412,9 +269,7 @@ async fn two_hundred_concurrent_incr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn select_multi_exec_pubsub() {
     let lab = start_lab(1).await;
-    let cfg = config(&lab, &addrs(&lab), &steady());
-    keyway::logging::init(&cfg.log);
-    let proxy = proxy_routed_to(&cfg, lab.node(0).addr()).await;
+    let proxy = proxy_on_master(&lab, &Tuning::steady()).await;
 
     // SELECT: the session keeps its database on the node.
     let mut con = connect(&proxy, &lab).await;
@@ -431,9 +286,8 @@ async fn select_multi_exec_pubsub() {
         .await
         .expect("GET");
     assert_eq!(got, "three");
-    let lab2 = Arc::clone(&lab);
-    let (db3, db0) = blocking(move || {
-        let mut master = lab2.client(0).expect("client to the master");
+    let (db3, db0) = on_lab(&lab, |lab| {
+        let mut master = lab.client(0).expect("client to the master");
         let db0 = master.cmd(&["GET", "in-db-3"]).expect("GET in db 0");
         master
             .cmd(&["SELECT", "3"])
@@ -493,14 +347,13 @@ async fn select_multi_exec_pubsub() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close() {
     let lab = start_lab(0).await;
-    let cfg = config(&lab, &addrs(&lab), &steady());
-    keyway::logging::init(&cfg.log);
-    let proxy = proxy_routed_to(&cfg, lab.node(0).addr()).await;
+    let proxy = proxy_on_master(&lab, &Tuning::steady()).await;
 
     let mut stream = raw(&proxy).await;
-    let mut request = auth(&lab);
-    request.extend_from_slice(&resp(&[b"PING"]));
-    stream.write_all(&request).await.expect("write AUTH + PING");
+    stream
+        .write_all(&auth_ping(&lab))
+        .await
+        .expect("write AUTH + PING");
     // shutdown(Write): the client says "no more requests" and waits for replies.
     stream.shutdown().await.expect("half-close");
 
@@ -520,33 +373,21 @@ async fn manual_switch() {
         fall: 3,
         ..Tuning::default()
     };
-    let cfg = config(&lab, &addrs(&lab), &tuning);
-    keyway::logging::init(&cfg.log);
+    let proxy = proxy_on_master(&lab, &tuning).await;
     let (old, new) = (lab.node(0).addr(), lab.node(1).addr());
-    let proxy = proxy_routed_to(&cfg, old).await;
 
     // Session A, on the old master (it says so itself).
-    let mut session_a = raw(&proxy).await;
-    let mut request = auth(&lab);
-    request.extend_from_slice(&resp(&[b"CONFIG", b"GET", b"port"]));
-    session_a.write_all(&request).await.expect("write to A");
-    let port = old.port().to_string();
-    let expected = format!("+OK\r\n*2\r\n$4\r\nport\r\n${}\r\n{port}\r\n", port.len());
-    expect_bytes(&mut session_a, expected.as_bytes()).await;
+    let mut session_a = raw_session_on(&proxy, &lab, old).await;
 
     // The switch: promote a replica, then demote the old master under it.
     let mut route = proxy.route_watch("redis").expect("service redis");
-    let lab2 = Arc::clone(&lab);
-    blocking(move || lab2.node(1).promote())
+    on_lab(&lab, |lab| lab.node(1).promote())
         .await
         .expect("promote node-1");
-    let lab2 = Arc::clone(&lab);
-    let demoted_at = blocking(move || {
-        let at = Instant::now();
-        lab2.node(0)
-            .replicaof(lab2.node(1))
+    let demoted_at = on_lab_timed(&lab, |lab| {
+        lab.node(0)
+            .replicaof(lab.node(1))
             .expect("REPLICAOF on node-0");
-        at
     })
     .await;
     within(
@@ -568,8 +409,7 @@ async fn manual_switch() {
     let () = within("SET after the switch", con.set("after-switch", "on node-1"))
         .await
         .expect("SET after the switch");
-    let lab2 = Arc::clone(&lab);
-    let direct = blocking(move || lab2.node(1).cmd(&["GET", "after-switch"])).await;
+    let direct = on_lab(&lab, |lab| lab.node(1).cmd(&["GET", "after-switch"])).await;
     assert_eq!(
         direct.expect("GET on node-1").as_bytes(),
         Some(&b"on node-1"[..])
@@ -589,11 +429,10 @@ async fn route_never_a_replica() {
     let lab = start_lab(2).await;
     // Replicas first in the list: "the first node" would be the wrong answer.
     let nodes = [lab.node(1).addr(), lab.node(2).addr(), lab.node(0).addr()];
-    let cfg = config(&lab, &nodes, &steady());
-    keyway::logging::init(&cfg.log);
+    let cfg = config(&lab, &nodes, &Tuning::steady());
     let master = lab.node(0).addr();
     let proxy = proxy_routed_to(&cfg, master).await;
-    let seen = record_routes(&proxy);
+    let seen = RouteLog::record(&proxy, "redis");
 
     for i in 0..50 {
         let mut con = connect(&proxy, &lab).await;
@@ -601,9 +440,9 @@ async fn route_never_a_replica() {
         assert_eq!(role, "master", "connection {i}");
         assert_eq!(port, master.port(), "connection {i} reached another node");
     }
-    let seen = seen.lock().expect("route log").clone();
+    let seen = seen.routes();
     assert!(
-        seen.iter().all(|r| *r == Some(NodeAddr(master))),
+        seen.iter().all(|r| *r == Some(master)),
         "route left the master: {seen:?}"
     );
 }
@@ -617,23 +456,10 @@ async fn all_nodes_down_hold_then_close_then_served() {
         hold: "1s",
         ..Tuning::default()
     };
-    let cfg = config(&lab, &addrs(&lab), &short);
-    keyway::logging::init(&cfg.log);
-    let proxy_a = proxy_routed_to(&cfg, lab.node(0).addr()).await;
-    let lab2 = Arc::clone(&lab);
-    blocking(move || lab2.nodes().iter().for_each(|n| n.kill())).await;
+    let proxy_a = proxy_on_master(&lab, &short).await;
+    on_lab(&lab, |lab| lab.nodes().iter().for_each(|n| n.kill())).await;
     wait_route(&proxy_a, None).await;
-
-    let mut held = raw(&proxy_a).await;
-    let mut request = auth(&lab);
-    request.extend_from_slice(&resp(&[b"PING"]));
-    held.write_all(&request).await.expect("write AUTH + PING");
-    let (got, _) = read_until_closed(&mut held).await;
-    assert!(
-        got.is_empty(),
-        "no node is up, yet the client got {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    held_then_closed(&proxy_a, &lab, "no node is up").await;
 
     // (b) Long hold: a client that arrives while everything is down is served
     // by the master once it is back.
@@ -644,12 +470,14 @@ async fn all_nodes_down_hold_then_close_then_served() {
     let cfg = config(&lab, &addrs(&lab), &long);
     let proxy_b = keyway::Proxy::start(&cfg).await.expect("proxy starts");
     let mut held = raw(&proxy_b).await;
-    held.write_all(&request).await.expect("write AUTH + PING");
+    held.write_all(&auth_ping(&lab))
+        .await
+        .expect("write AUTH + PING");
     assert_eq!(proxy_b.route("redis"), None, "no node is up");
 
     let lab2 = Arc::clone(&lab);
     let restart = tokio::task::spawn_blocking(move || lab2.node(0).restart());
-    expect_bytes(&mut held, b"+OK\r\n+PONG\r\n").await;
+    expect_bytes(&mut held, AUTH_PING_REPLY).await;
     within("restart", restart)
         .await
         .expect("restart task")
@@ -679,7 +507,7 @@ async fn garbage_and_silent_nodes_never_routed() {
     );
     keyway::logging::init(&cfg.log);
     let proxy = keyway::Proxy::start(&cfg).await.expect("proxy starts");
-    let seen = record_routes(&proxy);
+    let seen = RouteLog::record(&proxy, "redis");
     assert_eventually!(
         {
             let route = proxy.route("redis");
@@ -696,9 +524,9 @@ async fn garbage_and_silent_nodes_never_routed() {
         .await
         .expect("PING");
     assert_eq!(pong, "PONG");
-    let seen = seen.lock().expect("route log").clone();
+    let seen = seen.routes();
     assert!(
-        seen.iter().all(|r| !is_fake(*r, &fakes)),
+        seen.iter().all(|r| !is_fake(r.map(NodeAddr), &fakes)),
         "a fake node was routed: {seen:?}"
     );
 
@@ -712,7 +540,7 @@ async fn garbage_and_silent_nodes_never_routed() {
     };
     let cfg = config(&lab, &fakes, &tuning);
     let proxy = keyway::Proxy::start(&cfg).await.expect("proxy starts");
-    let seen = record_routes(&proxy);
+    let seen = RouteLog::record(&proxy, "redis");
     assert_eventually!(
         {
             let route = proxy.route("redis");
@@ -723,17 +551,8 @@ async fn garbage_and_silent_nodes_never_routed() {
         garbage.requests(),
         silent.connections()
     );
-    let mut held = raw(&proxy).await;
-    let mut request = auth(&lab);
-    request.extend_from_slice(&resp(&[b"PING"]));
-    held.write_all(&request).await.expect("write AUTH + PING");
-    let (got, _) = read_until_closed(&mut held).await;
-    assert!(
-        got.is_empty(),
-        "only fakes, yet the client got {:?}",
-        String::from_utf8_lossy(&got)
-    );
-    let seen = seen.lock().expect("route log").clone();
+    held_then_closed(&proxy, &lab, "only fakes").await;
+    let seen = seen.routes();
     assert!(
         seen.iter().all(Option::is_none),
         "a fake node was routed: {seen:?}"

@@ -16,8 +16,6 @@
 //! forwarded untouched and Redis answers it with an error; a reload that turns
 //! it on applies to new clients and leaves open sessions alone.
 
-use std::future::Future;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +24,10 @@ use keyway::proxy_protocol::{
     Header, MAX_LEN, V1_MAX_LEN, V2_MAX_PAYLOAD, V2_SIGNATURE, Version, parse,
 };
 use keyway_config::Config;
-use keyway_tests::{DEADLINE, Lab, addrs, assert_eventually, endpoint, lab, proxy_routed_to};
+use keyway_tests::{
+    AUTH_PING_REPLY, Lab, Tuning, addrs, assert_eventually, auth_ping, config, expect_bytes,
+    proxy_routed_to, read_until_closed, resp, start_lab, within,
+};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -100,32 +101,19 @@ fn no_addresses(version: Version) -> Header {
 // Strategies
 // ---------------------------------------------------------------------------
 
+/// Any source and destination whose addresses `ip` makes from `O`.
+fn any_pair<O>(ip: fn(O) -> IpAddr) -> impl Strategy<Value = (SocketAddr, SocketAddr)>
+where
+    O: Arbitrary,
+{
+    (any::<O>(), any::<O>(), any::<u16>(), any::<u16>())
+        .prop_map(move |(s, d, sp, dp)| (SocketAddr::new(ip(s), sp), SocketAddr::new(ip(d), dp)))
+}
+
 /// Source and destination of one family.
 fn address_pair() -> impl Strategy<Value = (SocketAddr, SocketAddr)> {
-    let v4 = (
-        any::<[u8; 4]>(),
-        any::<[u8; 4]>(),
-        any::<u16>(),
-        any::<u16>(),
-    )
-        .prop_map(|(s, d, sp, dp)| {
-            (
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::from(s)), sp),
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::from(d)), dp),
-            )
-        });
-    let v6 = (
-        any::<[u8; 16]>(),
-        any::<[u8; 16]>(),
-        any::<u16>(),
-        any::<u16>(),
-    )
-        .prop_map(|(s, d, sp, dp)| {
-            (
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::from(s)), sp),
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::from(d)), dp),
-            )
-        });
+    let v4 = any_pair(|octets: [u8; 4]| IpAddr::V4(Ipv4Addr::from(octets)));
+    let v6 = any_pair(|octets: [u8; 16]| IpAddr::V6(Ipv6Addr::from(octets)));
     // Sparse IPv6 addresses too, so `::` compression and `::ffff:a.b.c.d`
     // show up in v1 lines.
     let sparse6 = (any::<[u8; 4]>(), any::<u16>(), any::<bool>()).prop_map(|(v4, port, mapped)| {
@@ -340,134 +328,32 @@ proptest! {
 // End to end
 // ---------------------------------------------------------------------------
 
-/// Runs blocking lab code off the runtime; a panic inside keeps its message.
-async fn blocking<T, F>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("blocking task failed: {e}"),
-    }
-}
-
-/// `fut`, or a panic naming `what` if it takes longer than `DEADLINE`.
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: not done within {DEADLINE:?}"),
-    }
-}
-
-/// A one-service config in front of the lab's master, written as a file
-/// would be, with `proxy_protocol` set as given and `timeouts.connect` (the
-/// header timeout too) at `connect`.
-fn pp_config(lab: &Lab, proxy_protocol: bool, connect: &str) -> Config {
-    let nodes: Vec<String> = addrs(lab).iter().map(|n| format!("\"{n}\"")).collect();
-    let password_file = lab
-        .password_file()
-        .map(|p| format!("password_file = \"{}\"", p.display()))
-        .unwrap_or_default();
-    let text = format!(
-        r#"
-[log]
-level = "warn"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "redis"
-listen = "127.0.0.1:0"
-nodes = [{nodes}]
-{password_file}
-proxy_protocol = {proxy_protocol}
-
-[service.check]
-interval = "250ms"
-timeout = "250ms"
-fall = 3
-
-[service.timeouts]
-connect = "{connect}"
-hold = "5s"
-"#,
-        nodes = nodes.join(", ")
-    );
-    match Config::from_toml_str(&text, &lab.dir().join("keyway.toml")) {
-        Ok(config) => config,
-        Err(problems) => panic!("test config invalid:\n{problems}\n{text}"),
-    }
+/// A one-service config in front of the lab's master, with `proxy_protocol`
+/// set as given, steady probes, and `timeouts.connect` (the header timeout
+/// too) at `connect`.
+fn pp_config(lab: &Lab, proxy_protocol: bool, connect: &'static str) -> Config {
+    let tuning = Tuning {
+        connect,
+        service: format!("proxy_protocol = {proxy_protocol}"),
+        ..Tuning::steady()
+    };
+    config(lab, &addrs(lab), &tuning)
 }
 
 /// A master-only lab and a proxy routed to it.
-async fn setup(proxy_protocol: bool, connect: &str) -> (Arc<Lab>, keyway::Proxy) {
-    let lab = Arc::new(blocking(|| lab(0)).await);
+async fn setup(proxy_protocol: bool, connect: &'static str) -> (Arc<Lab>, keyway::Proxy) {
+    let lab = start_lab(0).await;
     let config = pp_config(&lab, proxy_protocol, connect);
-    keyway::logging::init(&config.log);
     assert_eq!(config.services[0].proxy_protocol, proxy_protocol);
     let proxy = proxy_routed_to(&config, lab.node(0).addr()).await;
     (lab, proxy)
 }
 
-/// One RESP2 command as bytes.
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// `AUTH <password>` then `PING`.
-fn auth_ping(lab: &Lab) -> Vec<u8> {
-    let password = lab.password().expect("the lab has a password");
-    let mut out = resp(&[b"AUTH", password.as_bytes()]);
-    out.extend_from_slice(&resp(&[b"PING"]));
-    out
-}
-
 /// A raw connection to the proxy, Nagle off so that each write leaves alone.
 async fn raw(proxy: &keyway::Proxy) -> TcpStream {
-    let stream = within("raw connect", TcpStream::connect(endpoint(proxy)))
-        .await
-        .expect("raw connect to the proxy");
+    let stream = keyway_tests::raw(proxy).await;
     stream.set_nodelay(true).expect("TCP_NODELAY");
     stream
-}
-
-/// Reads exactly `expected.len()` bytes and checks they are `expected`.
-async fn expect_bytes(stream: &mut TcpStream, expected: &[u8]) {
-    let mut got = vec![0u8; expected.len()];
-    if let Err(e) = within("read the reply", stream.read_exact(&mut got)).await {
-        panic!("reading {:?}: {e}", String::from_utf8_lossy(expected));
-    }
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(expected)
-    );
-}
-
-/// Reads until the proxy closes (EOF, or a reset: the proxy closes a refused
-/// client with its bytes unread); returns what arrived before.
-async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Option<io::Error>) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let error = within("the proxy closes the client", async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => return None,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => return Some(e),
-            }
-        }
-    })
-    .await;
-    (got, error)
 }
 
 /// The `proxy_header` refusals counted for service `redis`.
@@ -518,7 +404,7 @@ async fn v1_header_then_commands_in_the_same_write() {
     let echo = b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n\r\n\x00";
     request.extend_from_slice(&resp(&[b"ECHO", echo]));
     stream.write_all(&request).await.expect("write");
-    let mut expected = b"+OK\r\n+PONG\r\n".to_vec();
+    let mut expected = AUTH_PING_REPLY.to_vec();
     expected.extend_from_slice(format!("${}\r\n", echo.len()).as_bytes());
     expected.extend_from_slice(echo);
     expected.extend_from_slice(b"\r\n");
@@ -538,7 +424,7 @@ async fn v2_headers_work_tcp6_with_tlvs_and_local() {
     );
     request.extend_from_slice(&auth_ping(&lab));
     stream.write_all(&request).await.expect("write");
-    expect_bytes(&mut stream, b"+OK\r\n+PONG\r\n").await;
+    expect_bytes(&mut stream, AUTH_PING_REPLY).await;
 
     // LOCAL (a balancer's own connection) and v1 UNKNOWN: forwarded too.
     for header in [v2_raw(0x20, 0x00, &[]), b"PROXY UNKNOWN\r\n".to_vec()] {
@@ -546,7 +432,7 @@ async fn v2_headers_work_tcp6_with_tlvs_and_local() {
         let mut request = header;
         request.extend_from_slice(&auth_ping(&lab));
         stream.write_all(&request).await.expect("write");
-        expect_bytes(&mut stream, b"+OK\r\n+PONG\r\n").await;
+        expect_bytes(&mut stream, AUTH_PING_REPLY).await;
     }
     assert_eq!(proxy_header_refusals(&proxy), 0);
 }
@@ -569,7 +455,7 @@ async fn header_split_over_several_writes() {
             stream.write_all(piece).await.expect("write a piece");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        expect_bytes(&mut stream, b"+OK\r\n+PONG\r\n").await;
+        expect_bytes(&mut stream, AUTH_PING_REPLY).await;
     }
     assert_eq!(proxy_header_refusals(&proxy), 0);
 }
@@ -637,7 +523,7 @@ async fn disabled_forwards_a_proxy_line_untouched() {
         "expected an error reply, got {:?}",
         String::from_utf8_lossy(&line)
     );
-    expect_bytes(&mut stream, b"+OK\r\n+PONG\r\n").await;
+    expect_bytes(&mut stream, AUTH_PING_REPLY).await;
     assert_eq!(proxy_header_refusals(&proxy), 0);
 }
 
@@ -647,7 +533,7 @@ async fn reload_turns_it_on_for_new_clients() {
     // A session opened before the reload keeps working without a header.
     let mut before = raw(&proxy).await;
     before.write_all(&auth_ping(&lab)).await.expect("write");
-    expect_bytes(&mut before, b"+OK\r\n+PONG\r\n").await;
+    expect_bytes(&mut before, AUTH_PING_REPLY).await;
 
     let config = pp_config(&lab, true, "1s");
     within("reload", proxy.reload(&config))
@@ -658,7 +544,7 @@ async fn reload_turns_it_on_for_new_clients() {
     let mut request = v1(sock(CLIENT), sock(BALANCER));
     request.extend_from_slice(&auth_ping(&lab));
     stream.write_all(&request).await.expect("write");
-    expect_bytes(&mut stream, b"+OK\r\n+PONG\r\n").await;
+    expect_bytes(&mut stream, AUTH_PING_REPLY).await;
 
     before
         .write_all(&resp(&[b"PING"]))

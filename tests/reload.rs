@@ -19,9 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keyway::Proxy;
-use keyway_config::{Config, NodeAddr};
+use keyway_config::NodeAddr;
 use keyway_tests::{
-    DEADLINE, Lab, Tuning, addrs, assert_eventually, client, config, endpoint, lab, proxy_routed_to,
+    DEADLINE, Lab, RouteLog, Tuning, addrs, assert_eventually, auth, auth_ping, client, config,
+    endpoint, on_lab, proxy_routed_to, raw_connect, read_until_closed, resp, services_config,
+    start_lab, within,
 };
 use redis::AsyncCommands;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,47 +33,6 @@ use tokio::task::JoinSet;
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Runs blocking lab code off the runtime; a panic inside keeps its message.
-async fn blocking<T, F>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("blocking task failed: {e}"),
-    }
-}
-
-async fn start_lab(replicas: usize) -> Arc<Lab> {
-    Arc::new(blocking(move || lab(replicas)).await)
-}
-
-/// `fut`, or a panic naming `what` if it takes longer than `DEADLINE`.
-async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: not done within {DEADLINE:?}"),
-    }
-}
-
-/// One RESP2 command as bytes.
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-fn auth(lab: &Lab) -> Vec<u8> {
-    let password = lab.password().expect("the lab has a password");
-    resp(&[b"AUTH", password.as_bytes()])
-}
 
 /// Reads until `lines` CRLF-terminated lines have arrived (enough for simple,
 /// integer and error replies, and for a bulk reply counted as two lines).
@@ -96,12 +57,10 @@ async fn read_lines(stream: &mut TcpStream, lines: usize) -> std::io::Result<Str
 
 /// A raw session through `addr`: AUTH then PING, both answered.
 async fn raw_session(addr: SocketAddr, lab: &Lab) -> TcpStream {
-    let mut s = within("raw connect", TcpStream::connect(addr))
+    let mut s = raw_connect(addr).await;
+    s.write_all(&auth_ping(lab))
         .await
-        .expect("connect to the proxy");
-    let mut req = auth(lab);
-    req.extend(resp(&[b"PING"]));
-    s.write_all(&req).await.expect("send AUTH + PING");
+        .expect("send AUTH + PING");
     let got = within("AUTH + PING", read_lines(&mut s, 2))
         .await
         .expect("AUTH + PING answered");
@@ -115,19 +74,12 @@ async fn ping(s: &mut TcpStream) -> std::io::Result<String> {
     within("PING", read_lines(s, 1)).await
 }
 
-/// Reads until the peer closes (EOF or reset); panics if still open at the deadline.
-async fn wait_closed(s: &mut TcpStream) {
-    let mut buf = [0u8; 512];
-    let closed = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "session still open after {DEADLINE:?}");
+/// PING on an open raw session (`what`) must answer PONG.
+async fn assert_pong(s: &mut TcpStream, what: &str) {
+    let pong = ping(s)
+        .await
+        .unwrap_or_else(|e| panic!("PING on {what}: {e}"));
+    assert_eq!(pong, "+PONG\r\n", "PING on {what}");
 }
 
 /// Whether a new TCP connection to `addr` is refused.
@@ -152,48 +104,6 @@ fn probe_totals(proxy: &Proxy, service: &str) -> BTreeMap<NodeAddr, u64> {
 /// Every node of `now` has probed more than in `then`.
 fn all_advanced(then: &BTreeMap<NodeAddr, u64>, now: &BTreeMap<NodeAddr, u64>) -> bool {
     then.keys().eq(now.keys()) && then.iter().all(|(addr, before)| now[addr] > *before)
-}
-
-/// A config of several services in front of every lab node, each
-/// `(name, listen)`, with the same check and timeouts, and `drain.timeout`.
-fn services_config(lab: &Lab, services: &[(&str, &str)], tuning: &Tuning, drain: &str) -> Config {
-    let nodes: Vec<String> = addrs(lab).iter().map(|n| format!("\"{n}\"")).collect();
-    let password_file = lab.password_file().expect("lab password file").display();
-    let mut text = format!(
-        "[log]\nlevel = \"warn\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[drain]\ntimeout = \"{drain}\"\n"
-    );
-    for (name, listen) in services {
-        text.push_str(&format!(
-            r#"
-[[service]]
-name = "{name}"
-listen = "{listen}"
-nodes = [{nodes}]
-password_file = "{password_file}"
-
-[service.check]
-interval = "{interval}"
-timeout = "{timeout}"
-rise = {rise}
-fall = {fall}
-
-[service.timeouts]
-connect = "{connect}"
-hold = "{hold}"
-"#,
-            nodes = nodes.join(", "),
-            interval = tuning.interval,
-            timeout = tuning.timeout,
-            rise = tuning.rise,
-            fall = tuning.fall,
-            connect = tuning.connect,
-            hold = tuning.hold,
-        ));
-    }
-    match Config::from_toml_str(&text, &lab.dir().join("keyway.toml")) {
-        Ok(config) => config,
-        Err(problems) => panic!("test config invalid:\n{problems}\n{text}"),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -360,26 +270,14 @@ async fn fresh_client(addr: SocketAddr, auth: Vec<u8>, counters: Arc<Counters>, 
     }
 }
 
-/// Records every route the watch publishes until the proxy drops it.
-fn record_routes(proxy: &Proxy, service: &str) -> Arc<Mutex<Vec<Option<NodeAddr>>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut watch = proxy.route_watch(service).expect("service exists");
-    let out = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let route = *watch.borrow_and_update();
-            out.lock().expect("route log").push(route);
-            if watch.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    seen
-}
-
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
+
+/// The `(name, listen)` of [`services_config`] with the one service `redis`.
+const REDIS: &[(&str, &str)] = &[("redis", "127.0.0.1:0")];
+/// `redis`, and `extra` in front of the same nodes.
+const REDIS_AND_EXTRA: &[(&str, &str)] = &[("redis", "127.0.0.1:0"), ("extra", "127.0.0.1:0")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reload_100_times_under_load() {
@@ -414,9 +312,8 @@ async fn reload_100_times_under_load() {
         },
     );
     assert_ne!(a.services, b.services);
-    keyway::logging::init(&a.log);
     let mut proxy = proxy_routed_to(&a, master).await;
-    let routes = record_routes(&proxy, "redis");
+    let routes = RouteLog::record(&proxy, "redis");
     let route_changes = proxy.status("redis").expect("status").route_changes;
 
     let counters = Arc::new(Counters::default());
@@ -504,8 +401,7 @@ async fn reload_100_times_under_load() {
     assert_eq!(failed, 0, "failed requests, the first ones: {failures:?}");
     let acked = counters.incrs.load(Ordering::SeqCst);
     assert!(acked > 0);
-    let lab2 = Arc::clone(&lab);
-    let on_master = blocking(move || lab2.node(0).cmd(&["GET", KEY]))
+    let on_master = on_lab(&lab, |lab| lab.node(0).cmd(&["GET", KEY]))
         .await
         .expect("GET on the master");
     let on_master: u64 = on_master
@@ -530,9 +426,9 @@ async fn reload_100_times_under_load() {
         status.route_changes, route_changes,
         "route changes during reloads"
     );
-    let seen = routes.lock().expect("route log").clone();
+    let seen = routes.routes();
     assert!(
-        seen.iter().all(|r| *r == Some(NodeAddr(master))),
+        seen.iter().all(|r| *r == Some(master)),
         "routes seen during the reloads: {seen:?}"
     );
     proxy.shutdown().await;
@@ -548,16 +444,10 @@ async fn reload_adds_and_removes_a_service() {
         fall: 3,
         ..Tuning::default()
     };
-    let one = services_config(&lab, &[("redis", "127.0.0.1:0")], &tuning, "30s");
-    let two = services_config(
-        &lab,
-        &[("redis", "127.0.0.1:0"), ("extra", "127.0.0.1:0")],
-        &tuning,
-        "30s",
-    );
+    let one = services_config(&lab, REDIS, &tuning, "30s");
+    let two = services_config(&lab, REDIS_AND_EXTRA, &tuning, "30s");
     // Removing "extra" with no grace period for its sessions.
-    let one_no_drain = services_config(&lab, &[("redis", "127.0.0.1:0")], &tuning, "0s");
-    keyway::logging::init(&one.log);
+    let one_no_drain = services_config(&lab, REDIS, &tuning, "0s");
     let mut proxy = proxy_routed_to(&one, master).await;
     let mut redis_session = raw_session(endpoint(&proxy), &lab).await;
 
@@ -576,18 +466,10 @@ async fn reload_adds_and_removes_a_service() {
     assert!(proxy.status("extra").is_none());
     assert_eventually!(refused(extra).await, "{extra} still accepts clients");
     for _ in 0..3 {
-        assert_eq!(
-            ping(&mut session)
-                .await
-                .expect("PING on the draining session"),
-            "+PONG\r\n"
-        );
+        assert_pong(&mut session, "the draining session").await;
     }
     // The other service was not touched.
-    assert_eq!(
-        ping(&mut redis_session).await.expect("PING on redis"),
-        "+PONG\r\n"
-    );
+    assert_pong(&mut redis_session, "redis").await;
 
     // Again, now removed with a zero drain timeout: its session is closed.
     let summary = proxy.reload(&two).await.expect("add it again");
@@ -596,12 +478,9 @@ async fn reload_adds_and_removes_a_service() {
     let mut session = raw_session(extra, &lab).await;
     let summary = proxy.reload(&one_no_drain).await.expect("remove again");
     assert_eq!(summary.removed, ["extra"], "{summary}");
-    wait_closed(&mut session).await;
+    read_until_closed(&mut session).await;
     assert_eventually!(refused(extra).await, "{extra} still accepts clients");
-    assert_eq!(
-        ping(&mut redis_session).await.expect("PING on redis"),
-        "+PONG\r\n"
-    );
+    assert_pong(&mut redis_session, "redis").await;
     proxy.shutdown().await;
 }
 
@@ -610,8 +489,7 @@ async fn reload_with_a_taken_port_fails_and_changes_nothing() {
     let lab = start_lab(1).await;
     let master = lab.node(0).addr();
     let tuning = Tuning::default();
-    let one = services_config(&lab, &[("redis", "127.0.0.1:0")], &tuning, "30s");
-    keyway::logging::init(&one.log);
+    let one = services_config(&lab, REDIS, &tuning, "30s");
     let mut proxy = proxy_routed_to(&one, master).await;
     let redis_addr = endpoint(&proxy);
     let mut session = raw_session(redis_addr, &lab).await;
@@ -653,9 +531,9 @@ async fn reload_with_a_taken_port_fails_and_changes_nothing() {
         all_advanced(&probes, &probe_totals(&proxy, "redis")),
         "probes run after the failed reloads"
     );
-    assert_eq!(ping(&mut session).await.expect("PING"), "+PONG\r\n");
+    assert_pong(&mut session, "the open session").await;
     let mut fresh = raw_session(redis_addr, &lab).await;
-    assert_eq!(ping(&mut fresh).await.expect("PING"), "+PONG\r\n");
+    assert_pong(&mut fresh, "a new session").await;
     drop(taken);
     proxy.shutdown().await;
 }
@@ -671,21 +549,15 @@ async fn drain_waits_for_the_sessions_of_a_removed_service() {
         fall: 3,
         ..Tuning::default()
     };
-    let one = services_config(&lab, &[("redis", "127.0.0.1:0")], &tuning, "30s");
-    let two = services_config(
-        &lab,
-        &[("redis", "127.0.0.1:0"), ("extra", "127.0.0.1:0")],
-        &tuning,
-        "30s",
-    );
-    keyway::logging::init(&one.log);
+    let one = services_config(&lab, REDIS, &tuning, "30s");
+    let two = services_config(&lab, REDIS_AND_EXTRA, &tuning, "30s");
     let mut proxy = proxy_routed_to(&one, master).await;
     proxy.reload(&two).await.expect("add extra");
     let extra = proxy.listen_addr("extra").expect("extra listens");
     let mut session = raw_session(extra, &lab).await;
     let summary = proxy.reload(&one).await.expect("remove extra");
     assert_eq!(summary.removed, ["extra"], "{summary}");
-    assert_eq!(ping(&mut session).await.expect("PING"), "+PONG\r\n");
+    assert_pong(&mut session, "the open session").await;
 
     let draining = proxy.draining().clone();
     let mut drain = tokio::spawn(proxy.drain(Some(DEADLINE)));

@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 use keyway::Proxy;
 use keyway_config::NodeAddr;
 use keyway_tests::{
-    DEADLINE, Lab, SENTINEL_DEADLINE, Tuning, addrs, assert_eventually, assert_eventually_within,
-    client, config, endpoint, proxy_routed_to, sentinel_lab, sentinel_toml, wait_route,
+    Lab, RouteLog, SENTINEL_DEADLINE, TimedRoute, Tuning, addrs, assert_eventually,
+    assert_eventually_within, client, config, held_then_closed, info_field, on_lab, on_lab_timed,
+    proxy_on_master, proxy_routed_to, raw_session_on, read_until_closed, sentinel_toml,
+    server_port, start_sentinel_lab, wait_route, within,
 };
 use redis::aio::MultiplexedConnection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 // ---------------------------------------------------------------------------
@@ -54,6 +54,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 const ROLE_TIMEOUT: Duration = Duration::from_millis(500);
 const COUNTER: &str = "counter";
 const ACKED: &str = "acked";
+/// Why a held client must get no reply in these tests.
+const NO_MASTER: &str = "no master is routable";
 
 /// Probes at 100 ms following the lab's sentinels. `fall` 3: a loaded machine
 /// missing two 100 ms probes in a row does not drop the route.
@@ -67,30 +69,9 @@ fn tuning(lab: &Lab) -> Tuning {
     }
 }
 
-/// Runs blocking lab code off the runtime; a panic inside keeps its message.
-async fn blocking<T, F>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("blocking task failed: {e}"),
-    }
-}
-
 /// 1 master, 2 replicas, 3 sentinels, started off the runtime.
 async fn start_lab() -> Arc<Lab> {
-    Arc::new(blocking(|| sentinel_lab(2, 3)).await)
-}
-
-/// `fut`, or a panic naming `what` if it takes longer than `DEADLINE`.
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: not done within {DEADLINE:?}"),
-    }
+    start_sentinel_lab(2, 3).await
 }
 
 /// Milliseconds from `from` to `to`, negative when `to` came first.
@@ -99,88 +80,6 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
         Some(d) => d.as_secs_f64() * 1000.0,
         None => -(from.duration_since(to).as_secs_f64() * 1000.0),
     }
-}
-
-/// One RESP2 command as bytes.
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// `AUTH <lab password>` then `PING`, as bytes.
-fn auth_ping(lab: &Lab) -> Vec<u8> {
-    let password = lab.password().expect("the lab has a password");
-    let mut out = resp(&[b"AUTH", password.as_bytes()]);
-    out.extend_from_slice(&resp(&[b"PING"]));
-    out
-}
-
-/// A raw TCP connection to the proxy endpoint.
-async fn raw(proxy: &Proxy) -> TcpStream {
-    within("raw connect", TcpStream::connect(endpoint(proxy)))
-        .await
-        .expect("raw connect to the proxy")
-}
-
-/// Reads until the peer closes (EOF) or the socket fails (a reset counts as
-/// closed); returns the bytes received before. Panics if still open at the deadline.
-async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Option<io::Error>) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let outcome = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => return None,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => return Some(e),
-            }
-        }
-    })
-    .await;
-    match outcome {
-        Ok(error) => (got, error),
-        Err(_) => panic!(
-            "connection still open after {DEADLINE:?}; received {:?}",
-            String::from_utf8_lossy(&got)
-        ),
-    }
-}
-
-/// A client that arrives while there is no route: it sends AUTH + PING, must
-/// get no byte back and be closed (after the hold). Returns how long it was held.
-async fn held_then_closed(proxy: &Proxy, lab: &Lab) -> Duration {
-    let started = Instant::now();
-    let mut held = raw(proxy).await;
-    held.write_all(&auth_ping(lab))
-        .await
-        .expect("write AUTH + PING");
-    let (got, _) = read_until_closed(&mut held).await;
-    assert!(
-        got.is_empty(),
-        "no master is routable, yet the held client got {:?}",
-        String::from_utf8_lossy(&got)
-    );
-    started.elapsed()
-}
-
-/// `key:value` lines of an `INFO` reply.
-fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .map(str::trim)
-}
-
-/// The port the server behind `con` says it listens on.
-async fn server_port(con: &mut MultiplexedConnection) -> redis::RedisResult<u16> {
-    let info: String = redis::cmd("INFO").arg("server").query_async(con).await?;
-    info_field(&info, "tcp_port")
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("no tcp_port in INFO server:\n{info}")).into())
 }
 
 /// A fresh connection through the proxy (one session), with a reply timeout,
@@ -203,8 +102,7 @@ async fn fresh(client: &redis::Client) -> redis::RedisResult<(MultiplexedConnect
 /// The first element of the node's `ROLE`, asked directly; `None` when it does
 /// not answer.
 async fn role_of(lab: &Arc<Lab>, node: SocketAddr) -> Option<String> {
-    let lab = Arc::clone(lab);
-    blocking(move || {
+    on_lab(lab, move |lab| {
         let node = lab.node_by_addr(node).expect("a lab node");
         node.role_within(ROLE_TIMEOUT).ok()
     })
@@ -213,8 +111,7 @@ async fn role_of(lab: &Arc<Lab>, node: SocketAddr) -> Option<String> {
 
 /// `INFO replication` of the node, asked directly.
 async fn replication_of(lab: &Arc<Lab>, node: SocketAddr) -> Option<String> {
-    let lab = Arc::clone(lab);
-    blocking(move || {
+    on_lab(lab, move |lab| {
         let node = lab.node_by_addr(node).expect("a lab node");
         node.info("replication").ok()
     })
@@ -224,16 +121,16 @@ async fn replication_of(lab: &Arc<Lab>, node: SocketAddr) -> Option<String> {
 /// Waits until a majority of the live sentinels names a master other than
 /// `from`, and returns it.
 async fn sentinel_switch(lab: &Arc<Lab>, from: SocketAddr) -> SocketAddr {
-    let lab = Arc::clone(lab);
-    blocking(move || lab.wait_master_switch(from, SENTINEL_DEADLINE))
-        .await
-        .unwrap_or_else(|e| panic!("Sentinel did not name a new master: {e}"))
+    on_lab(lab, move |lab| {
+        lab.wait_master_switch(from, SENTINEL_DEADLINE)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("Sentinel did not name a new master: {e}"))
 }
 
 /// What a majority of the live sentinels names now.
 async fn sentinel_master(lab: &Arc<Lab>) -> Option<SocketAddr> {
-    let lab = Arc::clone(lab);
-    blocking(move || lab.sentinel_master()).await
+    on_lab(lab, |lab| lab.sentinel_master()).await
 }
 
 /// Waits until the proxy routes to `node` and `node`'s own ROLE says master.
@@ -260,53 +157,22 @@ fn metric(proxy: &Proxy, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} not in the metrics:\n{text}"))
 }
 
-/// Every route value the watch publishes, with when it was seen.
-type RouteLog = Arc<Mutex<Vec<(Instant, Option<SocketAddr>)>>>;
-
-fn record_routes(proxy: &Proxy) -> RouteLog {
-    let log: RouteLog = Arc::default();
-    let mut watch = proxy.route_watch("redis").expect("service redis");
-    let out = Arc::clone(&log);
-    tokio::spawn(async move {
-        loop {
-            let route = watch.borrow_and_update().map(|n| n.0);
-            out.lock().expect("route log").push((Instant::now(), route));
-            if watch.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    log
-}
-
-fn routes(log: &RouteLog) -> Vec<(Instant, Option<SocketAddr>)> {
-    log.lock().expect("route log").clone()
-}
-
 /// When the route was first seen off `from` at or after `since`.
-fn route_left(
-    log: &[(Instant, Option<SocketAddr>)],
-    from: SocketAddr,
-    since: Instant,
-) -> Option<Instant> {
+fn route_left(log: &[TimedRoute], from: SocketAddr, since: Instant) -> Option<Instant> {
     log.iter()
         .find(|(at, route)| *at >= since && *route != Some(from))
         .map(|(at, _)| *at)
 }
 
 /// When the route was first seen on `to` at or after `since`.
-fn route_reached(
-    log: &[(Instant, Option<SocketAddr>)],
-    to: SocketAddr,
-    since: Instant,
-) -> Option<Instant> {
+fn route_reached(log: &[TimedRoute], to: SocketAddr, since: Instant) -> Option<Instant> {
     log.iter()
         .find(|(at, route)| *at >= since && *route == Some(to))
         .map(|(at, _)| *at)
 }
 
 /// Asserts that from `since` on the route was only ever `None` or `allowed`.
-fn assert_routes_only(log: &[(Instant, Option<SocketAddr>)], since: Instant, allowed: SocketAddr) {
+fn assert_routes_only(log: &[TimedRoute], since: Instant, allowed: SocketAddr) {
     let wrong: Vec<_> = log
         .iter()
         .filter(|(at, route)| *at >= since && route.is_some_and(|r| r != allowed))
@@ -318,12 +184,13 @@ fn assert_routes_only(log: &[(Instant, Option<SocketAddr>)], since: Instant, all
     );
 }
 
+/// When a replica's `ROLE` first said master, and which one (see
+/// [`watch_promotion`]).
+type PromotionWatch = JoinHandle<Option<(Instant, SocketAddr)>>;
+
 /// Polls the `ROLE` of `candidates` until one says master: when and which.
 /// Started before the fault, it times the promotion to within a few ms.
-fn watch_promotion(
-    lab: Arc<Lab>,
-    candidates: Vec<SocketAddr>,
-) -> JoinHandle<Option<(Instant, SocketAddr)>> {
+fn watch_promotion(lab: Arc<Lab>, candidates: Vec<SocketAddr>) -> PromotionWatch {
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + SENTINEL_DEADLINE;
         while Instant::now() < deadline {
@@ -340,6 +207,31 @@ fn watch_promotion(
         }
         None
     })
+}
+
+/// A task that loops until told to stop: the writer's and the sampler's.
+struct Background {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Background {
+    /// Spawns `run(stop)`; `run` must return soon after `stop` is set.
+    fn spawn<F, Fut>(run: F) -> Background
+    where
+        F: FnOnce(Arc<AtomicBool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(Arc::clone(&stop)));
+        Background { stop, task }
+    }
+
+    /// Sets `stop` and waits (within `DEADLINE`) for the task to end.
+    async fn finish(self, what: &str) {
+        self.stop.store(true, Ordering::SeqCst);
+        within(what, self.task).await.expect("background task");
+    }
 }
 
 /// One acknowledged write.
@@ -368,16 +260,15 @@ struct WriterLog {
 /// The application: writes every `PACE` through the proxy, reconnecting on error.
 struct Writer {
     log: Arc<Mutex<WriterLog>>,
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+    task: Background,
 }
 
 impl Writer {
     fn start(client: redis::Client) -> Writer {
         let log = Arc::new(Mutex::new(WriterLog::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(write_loop(client, Arc::clone(&log), Arc::clone(&stop)));
-        Writer { log, stop, task }
+        let out = Arc::clone(&log);
+        let task = Background::spawn(|stop| write_loop(client, out, stop));
+        Writer { log, task }
     }
 
     fn acks(&self) -> usize {
@@ -390,10 +281,7 @@ impl Writer {
     }
 
     async fn finish(self) -> WriterLog {
-        self.stop.store(true, Ordering::SeqCst);
-        within("the writer stops", self.task)
-            .await
-            .expect("writer task");
+        self.task.finish("the writer stops").await;
         std::mem::take(&mut *self.log.lock().expect("writer log"))
     }
 }
@@ -442,8 +330,7 @@ async fn write_loop(client: redis::Client, log: Arc<Mutex<WriterLog>>, stop: Arc
 
 /// The counter and the acknowledged sequence numbers kept by `node`, read directly.
 async fn final_state(lab: &Arc<Lab>, node: SocketAddr) -> (i64, Vec<u64>) {
-    let lab = Arc::clone(lab);
-    blocking(move || {
+    on_lab(lab, move |lab| {
         let node = lab.node_by_addr(node).expect("a lab node");
         let counter = node.cmd(&["GET", COUNTER]).expect("GET counter");
         let counter = counter
@@ -493,21 +380,15 @@ fn check_final_state(log: &WriterLog, counter: i64, seqs: &[u64]) -> Vec<Ack> {
 struct Sampler {
     samples: Arc<Mutex<Vec<(Instant, u16)>>>,
     failures: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+    task: Background,
 }
 
 impl Sampler {
     fn start(client: redis::Client) -> Sampler {
         let samples: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
         let failures = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (out, failed, stopped) = (
-            Arc::clone(&samples),
-            Arc::clone(&failures),
-            Arc::clone(&stop),
-        );
-        let task = tokio::spawn(async move {
+        let (out, failed) = (Arc::clone(&samples), Arc::clone(&failures));
+        let task = Background::spawn(|stopped| async move {
             while !stopped.load(Ordering::SeqCst) {
                 match fresh(&client).await {
                     Ok((_, port)) => out.lock().expect("samples").push((Instant::now(), port)),
@@ -521,7 +402,6 @@ impl Sampler {
         Sampler {
             samples,
             failures,
-            stop,
             task,
         }
     }
@@ -533,13 +413,170 @@ impl Sampler {
     }
 
     async fn finish(self) -> (Vec<(Instant, u16)>, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        within("the sampler stops", self.task)
-            .await
-            .expect("sampler task");
+        self.task.finish("the sampler stops").await;
         let samples = std::mem::take(&mut *self.samples.lock().expect("samples"));
         (samples, self.failures.load(Ordering::SeqCst))
     }
+}
+
+/// What an old master that came back (resumed or restarted) did until
+/// Sentinel converted it to a replica.
+struct Conversion {
+    /// Its own `ROLE` said master at some point.
+    claimed_master: bool,
+    /// When the proxy first reported it as a conflicting master.
+    conflict_seen: Option<Instant>,
+    /// When its `ROLE` first said `slave`.
+    converted: Instant,
+}
+
+/// Waits (within `SENTINEL_DEADLINE`) until the old master `old` says it is a
+/// replica; meanwhile it must never be routed, and no fresh session of
+/// `sampler` may land on it. `what` names the old master in the failure.
+async fn wait_converted(
+    proxy: &Proxy,
+    lab: &Arc<Lab>,
+    sampler: &Sampler,
+    old: SocketAddr,
+    what: &str,
+) -> Conversion {
+    let mut claimed_master = false;
+    let mut conflict_seen = None;
+    assert_eventually_within!(
+        SENTINEL_DEADLINE,
+        {
+            assert_ne!(
+                proxy.route("redis"),
+                Some(NodeAddr(old)),
+                "routed to the old master"
+            );
+            assert_eq!(
+                sampler.on(old.port()),
+                0,
+                "a new session landed on the old master"
+            );
+            let status = proxy.status("redis").expect("service redis");
+            if conflict_seen.is_none() && status.conflicts.contains(&NodeAddr(old)) {
+                conflict_seen = Some(Instant::now());
+            }
+            let role = role_of(lab, old).await;
+            claimed_master |= role.as_deref() == Some("master");
+            role.as_deref() == Some("slave")
+        },
+        "{what} {old} is not a replica yet"
+    );
+    Conversion {
+        claimed_master,
+        conflict_seen,
+        converted: Instant::now(),
+    }
+}
+
+/// A failover under a writer: the lab, the proxy routed to the initial master
+/// (`old`), the replicas Sentinel may promote, and every route from the start.
+struct Failover {
+    lab: Arc<Lab>,
+    proxy: Proxy,
+    old: SocketAddr,
+    replicas: Vec<SocketAddr>,
+    route_log: RouteLog,
+}
+
+impl Failover {
+    async fn start() -> Failover {
+        let lab = start_lab().await;
+        let proxy = proxy_on_master(&lab, &tuning(&lab)).await;
+        let old = lab.node(0).addr();
+        let replicas = vec![lab.node(1).addr(), lab.node(2).addr()];
+        let route_log = RouteLog::record(&proxy, "redis");
+        Failover {
+            lab,
+            proxy,
+            old,
+            replicas,
+            route_log,
+        }
+    }
+
+    /// Starts the writer and waits for its first writes on the old master;
+    /// `before` names the fault in the failure.
+    async fn writer(&self, before: &str) -> Writer {
+        let writer = Writer::start(client(&self.proxy, &self.lab));
+        assert_eventually!(
+            writer.acks_on(self.old.port()) >= 20,
+            "writes through the proxy before {before}: {}",
+            writer.acks()
+        );
+        writer
+    }
+
+    /// Starts timing the promotion, then injects `fault`: when it was
+    /// injected, and the promotion watch.
+    async fn fault<F>(&self, fault: F) -> (Instant, PromotionWatch)
+    where
+        F: FnOnce(&Lab) + Send + 'static,
+    {
+        let promotion = watch_promotion(Arc::clone(&self.lab), self.replicas.clone());
+        (on_lab_timed(&self.lab, fault).await, promotion)
+    }
+
+    /// Waits until the sentinels name a replica, the proxy routes to it, it
+    /// says master, and the writer's writes land there; returns it.
+    async fn switched(&self, writer: &Writer) -> SocketAddr {
+        let new = sentinel_switch(&self.lab, self.old).await;
+        assert!(
+            self.replicas.contains(&new),
+            "Sentinel named {new}, not a replica"
+        );
+        wait_route_to_master(&self.proxy, &self.lab, new).await;
+        assert_eventually!(
+            writer.acks_on(new.port()) >= 30,
+            "writes through the proxy on the new master {new}: {}",
+            writer.acks_on(new.port())
+        );
+        new
+    }
+
+    /// Stops the writer and the promotion watch, checks the new master's
+    /// final state ([`check_final_state`]), and that once the route left the
+    /// old master it went only to `new`.
+    async fn finish(
+        &self,
+        writer: Writer,
+        promotion: PromotionWatch,
+        new: SocketAddr,
+        fault: Instant,
+    ) -> Outcome {
+        let log = writer.finish().await;
+        let promoted = within("promotion watch", promotion)
+            .await
+            .expect("promotion watch");
+        let (counter, seqs) = final_state(&self.lab, new).await;
+        let route_log = self.route_log.timed();
+        let left = route_left(&route_log, self.old, fault).expect("the route left the old master");
+        assert_routes_only(&route_log, left, new);
+        let missing = check_final_state(&log, counter, &seqs);
+        let timings = timings(&log, &route_log, new, fault, promoted);
+        Outcome {
+            log,
+            counter,
+            missing,
+            left,
+            timings,
+        }
+    }
+}
+
+/// What a failover under the writer left behind.
+struct Outcome {
+    log: WriterLog,
+    /// The new master's counter.
+    counter: i64,
+    /// Acknowledged writes missing on the new master (see [`check_final_state`]).
+    missing: Vec<Ack>,
+    /// When the route first left the old master after the fault.
+    left: Instant,
+    timings: Timings,
 }
 
 /// What a failover under the writer measured, printed by each test.
@@ -554,7 +591,7 @@ struct Timings {
 
 fn timings(
     log: &WriterLog,
-    route_log: &[(Instant, Option<SocketAddr>)],
+    route_log: &[TimedRoute],
     new: SocketAddr,
     fault: Instant,
     promotion: Option<(Instant, SocketAddr)>,
@@ -610,49 +647,20 @@ fn print_timings(scenario: &str, fault: &str, at: Instant, t: &Timings, log: &Wr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_kill_master() {
-    let lab = start_lab().await;
-    let cfg = config(&lab, &addrs(&lab), &tuning(&lab));
-    keyway::logging::init(&cfg.log);
-    let old = lab.node(0).addr();
-    let replicas = vec![lab.node(1).addr(), lab.node(2).addr()];
-    let proxy = proxy_routed_to(&cfg, old).await;
-    let route_log = record_routes(&proxy);
-    let writer = Writer::start(client(&proxy, &lab));
-    assert_eventually!(
-        writer.acks_on(old.port()) >= 20,
-        "writes through the proxy before the kill: {}",
-        writer.acks()
-    );
+    let f = Failover::start().await;
+    let old = f.old;
+    let writer = f.writer("the kill").await;
 
-    let promotion = watch_promotion(Arc::clone(&lab), replicas.clone());
-    let lab2 = Arc::clone(&lab);
-    let killed = blocking(move || {
-        let at = Instant::now();
-        lab2.node(0).kill();
-        at
-    })
-    .await;
-    let new = sentinel_switch(&lab, old).await;
-    assert!(
-        replicas.contains(&new),
-        "Sentinel named {new}, not a replica"
-    );
-    wait_route_to_master(&proxy, &lab, new).await;
-    assert_eventually!(
-        writer.acks_on(new.port()) >= 30,
-        "writes through the proxy on the new master {new}: {}",
-        writer.acks_on(new.port())
-    );
+    let (killed, promotion) = f.fault(|lab| lab.node(0).kill()).await;
+    let new = f.switched(&writer).await;
 
-    let log = writer.finish().await;
-    let promoted = within("promotion watch", promotion)
-        .await
-        .expect("promotion watch");
-    let (counter, seqs) = final_state(&lab, new).await;
-    let route_log = routes(&route_log);
-
-    let left = route_left(&route_log, old, killed).expect("the route left the old master");
-    assert_routes_only(&route_log, left, new);
+    let Outcome {
+        log,
+        counter,
+        missing,
+        left,
+        timings: t,
+    } = f.finish(writer, promotion, new, killed).await;
     for ack in &log.acks {
         assert!(
             ack.port == old.port() || ack.port == new.port(),
@@ -670,7 +678,6 @@ async fn sentinel_kill_master() {
         "sessions on the dead master after the route moved: {late:?}"
     );
     // Every write acknowledged once the route moved is on the new master, in order.
-    let missing = check_final_state(&log, counter, &seqs);
     let after: Vec<&Ack> = log.acks.iter().filter(|a| a.at >= left).collect();
     assert!(
         after.len() >= 30,
@@ -688,7 +695,6 @@ async fn sentinel_kill_master() {
     );
     assert!(after.iter().all(|a| a.counter <= counter));
 
-    let t = timings(&log, &route_log, new, killed, promoted);
     print_timings("kill -9 master", "kill", killed, &t, &log);
     println!(
         "kill -9 master: acknowledged before the kill, lost to asynchronous replication: {}",
@@ -698,91 +704,28 @@ async fn sentinel_kill_master() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_stop_master() {
-    let lab = start_lab().await;
-    let cfg = config(&lab, &addrs(&lab), &tuning(&lab));
-    keyway::logging::init(&cfg.log);
-    let old = lab.node(0).addr();
-    let replicas = vec![lab.node(1).addr(), lab.node(2).addr()];
-    let proxy = proxy_routed_to(&cfg, old).await;
-    let route_log = record_routes(&proxy);
-    let writer = Writer::start(client(&proxy, &lab));
-    assert_eventually!(
-        writer.acks_on(old.port()) >= 20,
-        "writes through the proxy before the stop: {}",
-        writer.acks()
-    );
+    let f = Failover::start().await;
+    let (lab, proxy, old) = (&f.lab, &f.proxy, f.old);
+    let writer = f.writer("the stop").await;
 
-    let promotion = watch_promotion(Arc::clone(&lab), replicas.clone());
-    let lab2 = Arc::clone(&lab);
-    let stopped = blocking(move || {
-        let at = Instant::now();
-        lab2.node(0).stop();
-        at
-    })
-    .await;
-    let new = sentinel_switch(&lab, old).await;
-    assert!(
-        replicas.contains(&new),
-        "Sentinel named {new}, not a replica"
-    );
-    wait_route_to_master(&proxy, &lab, new).await;
-    assert_eventually!(
-        writer.acks_on(new.port()) >= 30,
-        "writes through the proxy on the new master {new}: {}",
-        writer.acks_on(new.port())
-    );
+    let (stopped, promotion) = f.fault(|lab| lab.node(0).stop()).await;
+    let new = f.switched(&writer).await;
 
     // The old master wakes up still claiming master, until Sentinel converts it.
-    let sampler = Sampler::start(client(&proxy, &lab));
-    let lab2 = Arc::clone(&lab);
-    let resumed = blocking(move || {
-        let at = Instant::now();
-        lab2.node(0).cont();
-        at
-    })
-    .await;
-    let mut claimed_master = false;
-    let mut conflict_seen = false;
+    let sampler = Sampler::start(client(proxy, lab));
+    let resumed = on_lab_timed(lab, |lab| lab.node(0).cont()).await;
+    let conversion = wait_converted(proxy, lab, &sampler, old, "the old master").await;
     assert_eventually_within!(
         SENTINEL_DEADLINE,
-        {
-            assert_ne!(
-                proxy.route("redis"),
-                Some(NodeAddr(old)),
-                "routed to the old master"
-            );
-            assert_eq!(
-                sampler.on(old.port()),
-                0,
-                "a new session landed on the old master"
-            );
-            let status = proxy.status("redis").expect("service redis");
-            conflict_seen |= status.conflicts.contains(&NodeAddr(old));
-            let role = role_of(&lab, old).await;
-            claimed_master |= role.as_deref() == Some("master");
-            role.as_deref() == Some("slave")
-        },
-        "the old master {old} is not a replica yet"
-    );
-    let converted = Instant::now();
-    assert_eventually_within!(
-        SENTINEL_DEADLINE,
-        replication_of(&lab, old)
+        replication_of(lab, old)
             .await
             .is_some_and(|info| info_field(&info, "master_port") == Some(&new.port().to_string())),
         "the old master {old} does not replicate from {new}"
     );
 
     let (samples, sample_failures) = sampler.finish().await;
-    let log = writer.finish().await;
-    let promoted = within("promotion watch", promotion)
-        .await
-        .expect("promotion watch");
-    let (counter, seqs) = final_state(&lab, new).await;
-    let route_log = routes(&route_log);
-
-    let left = route_left(&route_log, old, stopped).expect("the route left the old master");
-    assert_routes_only(&route_log, left, new);
+    let out = f.finish(writer, promotion, new, stopped).await;
+    let (log, left) = (&out.log, out.left);
     let wrong: Vec<&(Instant, u16)> = samples.iter().filter(|(_, p)| *p != new.port()).collect();
     assert!(
         wrong.is_empty(),
@@ -798,23 +741,23 @@ async fn sentinel_stop_master() {
         late.is_empty(),
         "writes acknowledged by another node than {new} after the route moved: {late:?}"
     );
-    let missing = check_final_state(&log, counter, &seqs);
-    let lost_after: Vec<&Ack> = missing.iter().filter(|a| a.at >= left).collect();
+    let lost_after: Vec<&Ack> = out.missing.iter().filter(|a| a.at >= left).collect();
     assert!(
         lost_after.is_empty(),
         "writes acknowledged after the route moved are missing on the new master: {lost_after:?}"
     );
 
-    let t = timings(&log, &route_log, new, stopped, promoted);
-    print_timings("SIGSTOP master", "stop", stopped, &t, &log);
+    print_timings("SIGSTOP master", "stop", stopped, &out.timings, log);
     println!(
         "SIGSTOP master: acknowledged before the stop, lost to asynchronous replication: {}",
-        missing.len()
+        out.missing.len()
     );
     println!(
-        "SIGSTOP master: after SIGCONT the old master claimed master: {claimed_master}, \
-         seen by the proxy as a conflict: {conflict_seen}, converted to replica after {:.1} s",
-        converted.duration_since(resumed).as_secs_f64()
+        "SIGSTOP master: after SIGCONT the old master claimed master: {}, \
+         seen by the proxy as a conflict: {}, converted to replica after {:.1} s",
+        conversion.claimed_master,
+        conversion.conflict_seen.is_some(),
+        conversion.converted.duration_since(resumed).as_secs_f64()
     );
     println!(
         "SIGSTOP master: fresh sessions meanwhile: {} all on the new master, {} failed",
@@ -825,34 +768,12 @@ async fn sentinel_stop_master() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_graceful_failover() {
-    let lab = start_lab().await;
-    let cfg = config(&lab, &addrs(&lab), &tuning(&lab));
-    keyway::logging::init(&cfg.log);
-    let old = lab.node(0).addr();
-    let replicas = vec![lab.node(1).addr(), lab.node(2).addr()];
-    let proxy = proxy_routed_to(&cfg, old).await;
-    let route_log = record_routes(&proxy);
+    let f = Failover::start().await;
+    let (lab, proxy, old) = (&f.lab, &f.proxy, f.old);
 
     // An idle session opened before the failover, on the old master.
-    let mut idle = raw(&proxy).await;
-    let password = lab.password().expect("the lab has a password");
-    let mut request = resp(&[b"AUTH", password.as_bytes()]);
-    request.extend_from_slice(&resp(&[b"CONFIG", b"GET", b"port"]));
-    idle.write_all(&request)
-        .await
-        .expect("write to the idle session");
-    let port = old.port().to_string();
-    let expected = format!("+OK\r\n*2\r\n$4\r\nport\r\n${}\r\n{port}\r\n", port.len());
-    let mut got = vec![0u8; expected.len()];
-    within("the idle session's reply", idle.read_exact(&mut got))
-        .await
-        .expect("read the idle session's reply");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        expected,
-        "idle session on {old}"
-    );
-    let lab2 = Arc::clone(&lab);
+    let mut idle = raw_session_on(proxy, lab, old).await;
+    let lab2 = Arc::clone(lab);
     let idle_closed = tokio::spawn(async move {
         let (got, _) = read_until_closed(&mut idle).await;
         let at = Instant::now();
@@ -862,32 +783,11 @@ async fn sentinel_graceful_failover() {
         (at, got, role)
     });
 
-    let writer = Writer::start(client(&proxy, &lab));
-    assert_eventually!(
-        writer.acks_on(old.port()) >= 20,
-        "writes through the proxy before the failover: {}",
-        writer.acks()
-    );
-
-    let promotion = watch_promotion(Arc::clone(&lab), replicas.clone());
-    let lab2 = Arc::clone(&lab);
-    let asked = blocking(move || {
-        let at = Instant::now();
-        lab2.failover().expect("SENTINEL FAILOVER accepted");
-        at
-    })
-    .await;
-    let new = sentinel_switch(&lab, old).await;
-    assert!(
-        replicas.contains(&new),
-        "Sentinel named {new}, not a replica"
-    );
-    wait_route_to_master(&proxy, &lab, new).await;
-    assert_eventually!(
-        writer.acks_on(new.port()) >= 30,
-        "writes through the proxy on the new master {new}: {}",
-        writer.acks_on(new.port())
-    );
+    let writer = f.writer("the failover").await;
+    let (asked, promotion) = f
+        .fault(|lab| lab.failover().expect("SENTINEL FAILOVER accepted"))
+        .await;
+    let new = f.switched(&writer).await;
 
     let (closed, got, role_at_close) = within("the idle session is closed", idle_closed)
         .await
@@ -904,26 +804,24 @@ async fn sentinel_graceful_failover() {
     );
     assert!(
         metric(
-            &proxy,
+            proxy,
             "keyway_sessions_closed_total{service=\"redis\",reason=\"cut\"}"
         ) >= 1.0,
         "no session was cut"
     );
 
-    let log = writer.finish().await;
-    let promoted = within("promotion watch", promotion)
-        .await
-        .expect("promotion watch");
-    let (counter, seqs) = final_state(&lab, new).await;
-    let route_log = routes(&route_log);
-    let left = route_left(&route_log, old, asked).expect("the route left the old master");
-    assert_routes_only(&route_log, left, new);
+    let Outcome {
+        log,
+        counter,
+        missing,
+        timings: t,
+        ..
+    } = f.finish(writer, promotion, new, asked).await;
 
     // No acknowledged write is lost: every one is in the new master's list, its
     // counter value is at most the final one, no value was handed out twice
     // (a lost write makes the counter go back and repeat), and the counter
     // exceeds the acknowledged writes only by writes whose reply never came.
-    let missing = check_final_state(&log, counter, &seqs);
     println!(
         "SENTINEL FAILOVER: acknowledged writes lost: {} (expected 0)",
         missing.len()
@@ -944,7 +842,6 @@ async fn sentinel_graceful_failover() {
         log.unknown
     );
 
-    let t = timings(&log, &route_log, new, asked, promoted);
     print_timings("SENTINEL FAILOVER", "failover", asked, &t, &log);
     println!(
         "SENTINEL FAILOVER: final counter {counter} = {} acknowledged + {extra} applied without a reply",
@@ -963,52 +860,27 @@ async fn sentinel_graceful_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_master_restarted() {
     let lab = start_lab().await;
-    let cfg = config(&lab, &addrs(&lab), &tuning(&lab));
-    keyway::logging::init(&cfg.log);
+    let proxy = proxy_on_master(&lab, &tuning(&lab)).await;
     let old = lab.node(0).addr();
-    let proxy = proxy_routed_to(&cfg, old).await;
 
-    let lab2 = Arc::clone(&lab);
-    blocking(move || lab2.node(0).kill()).await;
+    on_lab(&lab, |lab| lab.node(0).kill()).await;
     let new = sentinel_switch(&lab, old).await;
     wait_route_to_master(&proxy, &lab, new).await;
 
-    let route_log = record_routes(&proxy);
+    let route_log = RouteLog::record(&proxy, "redis");
     let sampler = Sampler::start(client(&proxy, &lab));
-    let lab2 = Arc::clone(&lab);
-    let restarted = blocking(move || {
-        lab2.node(0).restart().expect("the old master restarts");
+    let restarted = on_lab(&lab, |lab| {
+        lab.node(0).restart().expect("the old master restarts");
         Instant::now()
     })
     .await;
-    let mut claimed_master = false;
-    let mut conflict_seen = None;
-    assert_eventually_within!(
-        SENTINEL_DEADLINE,
-        {
-            assert_ne!(
-                proxy.route("redis"),
-                Some(NodeAddr(old)),
-                "routed to the old master"
-            );
-            assert_eq!(
-                sampler.on(old.port()),
-                0,
-                "a new session landed on the old master"
-            );
-            let status = proxy.status("redis").expect("service redis");
-            if conflict_seen.is_none() && status.conflicts.contains(&NodeAddr(old)) {
-                conflict_seen = Some(Instant::now());
-            }
-            let role = role_of(&lab, old).await;
-            claimed_master |= role.as_deref() == Some("master");
-            role.as_deref() == Some("slave")
-        },
-        "the restarted old master {old} is not a replica yet"
-    );
-    let converted = Instant::now();
+    let Conversion {
+        claimed_master,
+        conflict_seen,
+        converted,
+    } = wait_converted(&proxy, &lab, &sampler, old, "the restarted old master").await;
     let (samples, sample_failures) = sampler.finish().await;
-    let route_log = routes(&route_log);
+    let route_log = route_log.timed();
 
     assert!(
         claimed_master,
@@ -1058,11 +930,9 @@ async fn sentinel_minority() {
         fall: 5,
         ..tuning(&lab)
     };
-    let cfg = config(&lab, &addrs(&lab), &tuning);
-    keyway::logging::init(&cfg.log);
+    let proxy = proxy_on_master(&lab, &tuning).await;
     let master = lab.node(0).addr();
     let claimant = lab.node(1).addr();
-    let proxy = proxy_routed_to(&cfg, master).await;
     assert_eventually!(
         {
             let status = proxy.status("redis").expect("service redis");
@@ -1072,13 +942,12 @@ async fn sentinel_minority() {
         "sentinels: {:?}",
         proxy.status("redis").map(|s| s.sentinels)
     );
-    let route_log = record_routes(&proxy);
+    let route_log = RouteLog::record(&proxy, "redis");
 
     // Two of three sentinels gone: no majority, but the master still says master.
-    let lab2 = Arc::clone(&lab);
-    blocking(move || {
-        lab2.sentinel(1).kill();
-        lab2.sentinel(2).kill();
+    on_lab(&lab, |lab| {
+        lab.sentinel(1).kill();
+        lab.sentinel(2).kill();
     })
     .await;
     assert_eventually!(
@@ -1105,7 +974,7 @@ async fn sentinel_minority() {
         .await
         .expect("INCR on the current master");
     drop(con);
-    let routes_before_kill = routes(&route_log);
+    let routes_before_kill = route_log.timed();
     assert!(
         routes_before_kill.iter().all(|(_, r)| *r == Some(master)),
         "the route left the master while it said master: {routes_before_kill:?}"
@@ -1113,16 +982,9 @@ async fn sentinel_minority() {
 
     // The master dies; the one sentinel left cannot fail over (quorum 2), and a
     // replica promoted by hand has no majority behind it.
-    let lab2 = Arc::clone(&lab);
-    let killed = blocking(move || {
-        let at = Instant::now();
-        lab2.node(0).kill();
-        at
-    })
-    .await;
+    let killed = on_lab_timed(&lab, |lab| lab.node(0).kill()).await;
     wait_route(&proxy, None).await;
-    let lab2 = Arc::clone(&lab);
-    blocking(move || lab2.node(1).promote())
+    on_lab(&lab, |lab| lab.node(1).promote())
         .await
         .expect("REPLICAOF NO ONE on node-1");
     let claims = || {
@@ -1154,14 +1016,14 @@ async fn sentinel_minority() {
         proxy.status("redis")
     );
     let timeouts_before = metric(&proxy, "keyway_hold_timeouts_total{service=\"redis\"}");
-    let held = held_then_closed(&proxy, &lab).await;
+    let held = held_then_closed(&proxy, &lab, NO_MASTER).await;
     assert!(
         metric(&proxy, "keyway_hold_timeouts_total{service=\"redis\"}") > timeouts_before,
         "the client was not closed by the hold timeout"
     );
     assert_eq!(proxy.route("redis"), None);
 
-    let route_log = routes(&route_log);
+    let route_log = route_log.timed();
     let after_kill: Vec<_> = route_log
         .iter()
         .filter(|(at, r)| *at >= killed && r.is_some())
@@ -1184,25 +1046,19 @@ async fn all_nodes_down_then_back() {
         hold: "1s",
         ..tuning(&lab)
     };
-    let cfg = config(&lab, &addrs(&lab), &tuning);
-    keyway::logging::init(&cfg.log);
-    let proxy = proxy_routed_to(&cfg, lab.node(0).addr()).await;
+    let proxy = proxy_on_master(&lab, &tuning).await;
 
-    let lab2 = Arc::clone(&lab);
-    blocking(move || lab2.nodes().iter().for_each(|n| n.kill())).await;
+    on_lab(&lab, |lab| lab.nodes().iter().for_each(|n| n.kill())).await;
     wait_route(&proxy, None).await;
-    let held = held_then_closed(&proxy, &lab).await;
+    let held = held_then_closed(&proxy, &lab, NO_MASTER).await;
 
     // Back, the master first: it comes back as a master (empty), the replicas
     // as its replicas.
-    let lab2 = Arc::clone(&lab);
-    let restarted = blocking(move || {
-        let at = Instant::now();
-        for node in lab2.nodes() {
+    let restarted = on_lab_timed(&lab, |lab| {
+        for node in lab.nodes() {
             node.restart()
                 .unwrap_or_else(|e| panic!("{} restarts: {e}", node.name()));
         }
-        at
     })
     .await;
     let mut named: Option<SocketAddr>;
@@ -1261,7 +1117,6 @@ async fn nodes_discovered_from_sentinel() {
     let lab = start_lab().await;
     // No static node at all: only [service.sentinel].
     let cfg = config(&lab, &[], &tuning(&lab));
-    keyway::logging::init(&cfg.log);
     assert!(
         cfg.services[0].nodes.is_empty(),
         "the config has static nodes"

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::process::{Process, Startup};
+use crate::process::{Process, Startup, lab_process_methods};
 use crate::resp::{Client, Reply, info_field};
 use crate::{LabError, try_free_port};
 
@@ -81,73 +81,12 @@ impl RedisNode {
         })
     }
 
-    /// `127.0.0.1:port`.
-    pub fn addr(&self) -> SocketAddr {
-        loopback(self.port)
-    }
-
-    /// The TCP port, stable across restarts.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The pid of the live process; `None` after `kill`, `shutdown` or a crash.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// The lab name, e.g. `node-0`, used in errors.
-    pub fn name(&self) -> &str {
-        self.process.name()
-    }
-
-    /// The node's own directory (config, log, data).
-    pub fn dir(&self) -> &Path {
-        self.process.dir()
-    }
+    lab_process_methods!("node", "node-0");
 
     /// The config file of the node. It holds what the lab wrote until Sentinel rewrites
     /// it (`CONFIG REWRITE` during a failover); [`RedisNode::restart`] restores it.
     pub fn config_path(&self) -> &Path {
         self.process.config_path()
-    }
-
-    /// The server's `logfile`.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// The last lines of the server log and captured stdout/stderr, for test failure
-    /// messages.
-    pub fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
-    /// The password clients must send, if any.
-    pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
-    }
-
-    /// `SIGKILL` and reap: a crash, no chance to notify replicas or clients.
-    pub fn kill(&self) {
-        self.process.kill();
-    }
-
-    /// `SIGSTOP`: the process freezes with its sockets open, like a hung host. Returns
-    /// once the kernel reports it stopped. Failures (not running) are printed to
-    /// stderr rather than returned: this is a fault injector for tests, and the test's
-    /// own assertions will show the consequence.
-    pub fn stop(&self) {
-        if let Err(e) = self.process.stop() {
-            eprintln!("keyway-lab: {}: {}", self.name(), error_chain(&e));
-        }
-    }
-
-    /// `SIGCONT`: resumes a stopped node.
-    pub fn cont(&self) {
-        if let Err(e) = self.process.cont() {
-            eprintln!("keyway-lab: {}: {}", self.name(), error_chain(&e));
-        }
     }
 
     /// Starts the node again from its original config (same port, same directory), so a
@@ -160,13 +99,7 @@ impl RedisNode {
     pub fn restart(&self) -> Result<(), LabError> {
         self.process.kill();
         self.process.write_config(&self.config)?;
-        self.process.spawn()?;
-        wait_started(
-            &self.process,
-            self.addr(),
-            self.password(),
-            self.start_timeout,
-        )
+        self.respawn()
     }
 
     /// `SHUTDOWN NOSAVE` and wait for the exit; falls back to `SIGKILL` when the node
@@ -248,17 +181,6 @@ impl RedisNode {
                 reply: format!("{other:?}"),
             }),
         }
-    }
-
-    /// Connects, authenticates and runs one command. An error reply is
-    /// `Ok(Reply::Error)`; see [`Reply::into_result`].
-    pub fn cmd(&self, args: &[&str]) -> Result<Reply, LabError> {
-        self.client()?.cmd(args)
-    }
-
-    /// A connected, authenticated client with a 5 s timeout ([`CMD_TIMEOUT`]).
-    pub fn client(&self) -> Result<Client, LabError> {
-        Client::connect(self.addr(), self.password(), CMD_TIMEOUT)
     }
 
     /// The replication state of this node as a replica of `master`, or why not:

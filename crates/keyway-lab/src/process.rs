@@ -419,6 +419,115 @@ fn tail_lines(path: &Path, lines: usize) -> String {
     out
 }
 
+/// The public methods a [`crate::RedisNode`] and a [`crate::SentinelNode`] share: what
+/// only reads or signals the [`Process`] each wraps, and plain commands.
+///
+/// Invoked inside each type's own `impl` block, so these stay inherent methods with the
+/// same signatures and docs as before: callers need no trait in scope. The type must
+/// have the fields `process: Process`, `port: u16`, `password: Option<String>` and
+/// `start_timeout: Duration`. `$kind` (`"node"`, `"sentinel"`) and `$example` (its
+/// first lab name) fill in the docs.
+macro_rules! lab_process_methods {
+    ($kind:literal, $example:literal) => {
+        /// `127.0.0.1:port`.
+        pub fn addr(&self) -> std::net::SocketAddr {
+            $crate::node::loopback(self.port)
+        }
+
+        /// The TCP port, stable across restarts.
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
+        /// The pid of the live process; `None` once it was killed, shut down or
+        /// crashed.
+        pub fn pid(&self) -> Option<u32> {
+            self.process.pid()
+        }
+
+        #[doc = concat!("The lab name, e.g. `", $example, "`, used in errors.")]
+        pub fn name(&self) -> &str {
+            self.process.name()
+        }
+
+        #[doc = concat!("The ", $kind, "'s own directory (config, log, data if any).")]
+        pub fn dir(&self) -> &std::path::Path {
+            self.process.dir()
+        }
+
+        #[doc = concat!("The ", $kind, "'s `logfile`.")]
+        pub fn log_path(&self) -> &std::path::Path {
+            self.process.log_path()
+        }
+
+        #[doc = concat!("The last lines of the ", $kind, "'s log and captured stdout/stderr,")]
+        /// for test failure messages.
+        pub fn log_tail(&self) -> String {
+            self.process.log_tail()
+        }
+
+        #[doc = concat!("The password clients of this ", $kind, " must send (`requirepass`),")]
+        /// if any.
+        pub fn password(&self) -> Option<&str> {
+            self.password.as_deref()
+        }
+
+        /// `SIGKILL` and reap: a crash, no chance to notify anyone.
+        pub fn kill(&self) {
+            self.process.kill();
+        }
+
+        #[doc = concat!("`SIGSTOP`: the ", $kind, " freezes with its sockets open, like a")]
+        /// hung host. Returns once the kernel reports it stopped. Failures (not running)
+        /// are printed to stderr rather than returned: this is a fault injector for
+        /// tests, and the test's own assertions will show the consequence.
+        pub fn stop(&self) {
+            self.report(self.process.stop());
+        }
+
+        #[doc = concat!("`SIGCONT`: resumes a stopped ", $kind, ".")]
+        pub fn cont(&self) {
+            self.report(self.process.cont());
+        }
+
+        /// Prints the failure of a fault injector to stderr (see `stop`).
+        fn report(&self, result: Result<(), $crate::LabError>) {
+            if let Err(e) = result {
+                eprintln!(
+                    "keyway-lab: {}: {}",
+                    self.name(),
+                    $crate::node::error_chain(&e)
+                );
+            }
+        }
+
+        /// Connects, authenticates and runs one command. An error reply is
+        /// `Ok(Reply::Error)`; see [`Reply::into_result`](crate::Reply::into_result).
+        pub fn cmd(&self, args: &[&str]) -> Result<$crate::Reply, $crate::LabError> {
+            self.client()?.cmd(args)
+        }
+
+        /// A connected, authenticated client with a 5 s timeout
+        /// ([`CMD_TIMEOUT`](crate::CMD_TIMEOUT)).
+        pub fn client(&self) -> Result<$crate::Client, $crate::LabError> {
+            $crate::Client::connect(self.addr(), self.password(), $crate::CMD_TIMEOUT)
+        }
+
+        /// Starts the process again from its config file as it is now, and waits
+        /// until it answers `PING` as itself.
+        fn respawn(&self) -> Result<(), $crate::LabError> {
+            self.process.spawn()?;
+            $crate::node::wait_started(
+                &self.process,
+                self.addr(),
+                self.password(),
+                self.start_timeout,
+            )
+        }
+    };
+}
+pub(crate) use lab_process_methods;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::LabError;
-use crate::node::{CMD_TIMEOUT, error_chain, loopback, quote, start_on_free_port, wait_started};
-use crate::process::Process;
+use crate::node::{CMD_TIMEOUT, quote, start_on_free_port};
+use crate::process::{Process, lab_process_methods};
 use crate::resp::{Client, Reply};
 
 /// What a sentinel needs to be started; built by the lab.
@@ -91,69 +91,11 @@ impl SentinelNode {
         })
     }
 
-    /// `127.0.0.1:port`.
-    pub fn addr(&self) -> SocketAddr {
-        loopback(self.port)
-    }
-
-    /// The TCP port, stable across restarts.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The pid of the live process; `None` after `kill` or a crash.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// The lab name, e.g. `sentinel-0`, used in errors.
-    pub fn name(&self) -> &str {
-        self.process.name()
-    }
-
-    /// The sentinel's own directory (config, log).
-    pub fn dir(&self) -> &Path {
-        self.process.dir()
-    }
+    lab_process_methods!("sentinel", "sentinel-0");
 
     /// The config file, as Sentinel last rewrote it.
     pub fn config_path(&self) -> &Path {
         self.process.config_path()
-    }
-
-    /// The sentinel's `logfile`.
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// The last lines of the sentinel log and captured stdout/stderr.
-    pub fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
-    /// The password clients of this sentinel must send (`requirepass`), if any.
-    pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
-    }
-
-    /// `SIGKILL` and reap.
-    pub fn kill(&self) {
-        self.process.kill();
-    }
-
-    /// `SIGSTOP`: the sentinel freezes with its sockets open. Failures are printed to
-    /// stderr, as for [`crate::RedisNode::stop`].
-    pub fn stop(&self) {
-        if let Err(e) = self.process.stop() {
-            eprintln!("keyway-lab: {}: {}", self.name(), error_chain(&e));
-        }
-    }
-
-    /// `SIGCONT`: resumes a stopped sentinel.
-    pub fn cont(&self) {
-        if let Err(e) = self.process.cont() {
-            eprintln!("keyway-lab: {}: {}", self.name(), error_chain(&e));
-        }
     }
 
     /// Starts the sentinel again from the config file as Sentinel last rewrote it (same
@@ -161,24 +103,7 @@ impl SentinelNode {
     /// like a real restart. A still-running process is killed first. Returns once
     /// `PING` answers; use [`crate::Lab::wait_sentinels`] to wait until it rejoined.
     pub fn restart(&self) -> Result<(), LabError> {
-        self.process.spawn()?;
-        wait_started(
-            &self.process,
-            self.addr(),
-            self.password(),
-            self.start_timeout,
-        )
-    }
-
-    /// Connects, authenticates and runs one command. An error reply is
-    /// `Ok(Reply::Error)`; see [`Reply::into_result`].
-    pub fn cmd(&self, args: &[&str]) -> Result<Reply, LabError> {
-        self.cmd_within(args, CMD_TIMEOUT)
-    }
-
-    /// A connected, authenticated client with a 5 s timeout ([`CMD_TIMEOUT`]).
-    pub fn client(&self) -> Result<Client, LabError> {
-        Client::connect(self.addr(), self.password(), CMD_TIMEOUT)
+        self.respawn()
     }
 
     pub(crate) fn cmd_within(&self, args: &[&str], timeout: Duration) -> Result<Reply, LabError> {
@@ -384,6 +309,7 @@ pub(crate) fn check_auth_pass(password: &str) -> Result<(), LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::loopback;
 
     fn spec<'a>(program: &'a Path, dir: &Path) -> SentinelSpec<'a> {
         SentinelSpec {

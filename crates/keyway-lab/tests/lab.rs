@@ -4,33 +4,18 @@
 //! polls with deadlines, never fixed sleeps.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use keyway_lab::{Lab, LabError, RedisNode, Reply};
 
+mod common;
+use common::{alive, assert_drop_reaps, started};
+
 const WAIT: Duration = Duration::from_secs(15);
 
 fn start(replicas: usize) -> Lab {
-    match Lab::builder().replicas(replicas).start() {
-        Ok(lab) => lab,
-        Err(e) => panic!("lab did not start: {}", chain(&e)),
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    started(Lab::builder().replicas(replicas))
 }
 
 fn get(node: &RedisNode, key: &str) -> Option<String> {
@@ -227,16 +212,7 @@ fn drop_kills_every_process_even_stopped_ones() {
     let lab = start(2);
     lab.node(2).stop();
     let pids: Vec<u32> = lab.nodes().iter().filter_map(RedisNode::pid).collect();
-    let dir: PathBuf = lab.dir().to_owned();
-    assert_eq!(pids.len(), 3);
-    assert!(pids.iter().all(|&pid| alive(pid)));
-
-    drop(lab);
-    for pid in pids {
-        // No /proc entry: neither running nor a zombie, so it was killed *and* reaped.
-        assert!(!alive(pid), "pid {pid} survived the lab");
-    }
-    assert!(!dir.exists(), "{} not removed", dir.display());
+    assert_drop_reaps(lab, &pids, 3);
 }
 
 /// Pids whose parent is `pid`.

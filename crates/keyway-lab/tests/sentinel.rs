@@ -5,43 +5,26 @@
 //! polls with deadlines, never fixed sleeps.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keyway_lab::{Lab, LabBuilder, LabError, RedisNode, Reply, SentinelNode};
+use keyway_lab::{Lab, LabError, RedisNode, Reply, SentinelNode};
+
+mod common;
+use common::{alive, assert_drop_reaps, chain, started};
 
 /// Deadline of a switch after `SENTINEL FAILOVER` or a kill with `down_after` 1 s.
 /// Normally 1 to 4 s; the margin covers a split leader election, which Sentinel retries
 /// after twice the failover timeout (set to 4 s below).
 const SWITCH: Duration = Duration::from_secs(14);
 
-fn lab(builder: LabBuilder) -> Lab {
-    match builder.start() {
-        Ok(lab) => lab,
-        Err(e) => panic!("lab did not start: {}", chain(&e)),
-    }
-}
-
 /// Master + 2 replicas + 3 sentinels, the shape of production.
 fn ha() -> Lab {
-    lab(Lab::builder()
-        .replicas(2)
-        .sentinels(3)
-        .failover_timeout(Duration::from_secs(4)))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
-}
-
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    started(
+        Lab::builder()
+            .replicas(2)
+            .sentinels(3)
+            .failover_timeout(Duration::from_secs(4)),
+    )
 }
 
 fn field(reply: &Reply, key: &str) -> Option<String> {
@@ -224,7 +207,7 @@ fn kill_of_the_master_switches_within_the_deadline() {
 
 #[test]
 fn killed_sentinel_restarts_and_rejoins() {
-    let lab = lab(Lab::builder().replicas(1).sentinels(3));
+    let lab = started(Lab::builder().replicas(1).sentinels(3));
     let master = lab.node(0).addr();
     let sentinel = lab.sentinel(2);
     let (port, pid, id) = (
@@ -285,12 +268,14 @@ fn sentinel_password_is_required_and_redis_server_can_be_a_sentinel() {
     // sentinels with requirepass must still find each other (they authenticate to
     // each other with it).
     let server = keyway_lab::redis_server_path().expect("redis-server");
-    let lab = lab(Lab::builder()
-        .replicas(1)
-        .sentinels(2)
-        .master_name("cache-01")
-        .sentinel_password(Some("sentinel secret"))
-        .redis_sentinel(server));
+    let lab = started(
+        Lab::builder()
+            .replicas(1)
+            .sentinels(2)
+            .master_name("cache-01")
+            .sentinel_password(Some("sentinel secret"))
+            .redis_sentinel(server),
+    );
     assert_eq!(lab.master_name(), "cache-01");
     let file = lab.sentinel_password_file().expect("password file");
     assert!(file.starts_with(lab.dir()));
@@ -324,7 +309,7 @@ fn sentinel_password_is_required_and_redis_server_can_be_a_sentinel() {
 
 #[test]
 fn drop_kills_every_process_sentinels_included() {
-    let lab = lab(Lab::builder().replicas(1).sentinels(2));
+    let lab = started(Lab::builder().replicas(1).sentinels(2));
     lab.sentinel(1).stop();
     lab.node(1).stop();
     let pids: Vec<u32> = lab
@@ -333,20 +318,12 @@ fn drop_kills_every_process_sentinels_included() {
         .filter_map(RedisNode::pid)
         .chain(lab.sentinels().iter().filter_map(SentinelNode::pid))
         .collect();
-    let dir = lab.dir().to_owned();
-    assert_eq!(pids.len(), 4);
-    assert!(pids.iter().all(|&pid| alive(pid)));
-
-    drop(lab);
-    for pid in pids {
-        assert!(!alive(pid), "pid {pid} survived the lab");
-    }
-    assert!(!dir.exists(), "{} not removed", dir.display());
+    assert_drop_reaps(lab, &pids, 4);
 }
 
 #[test]
 fn without_sentinels_nothing_changes() {
-    let lab = lab(Lab::builder().replicas(0));
+    let lab = started(Lab::builder().replicas(0));
     assert!(lab.sentinels().is_empty());
     assert_eq!(lab.sentinel_master(), None);
     assert_eq!(lab.sentinel_password_file(), None);
