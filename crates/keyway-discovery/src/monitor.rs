@@ -313,6 +313,13 @@ impl Monitor {
                     .sentinel
                     .as_ref()
                     .map(|s| s.master_name.as_str());
+                // A node Sentinel sees back (or rebooted): probe it now instead of
+                // waiting for the prober's reconnect backoff.
+                if let Some(node) = master_name.and_then(|name| recovered_node(&event, name))
+                    && let Some(prober) = self.probers.get(&node)
+                {
+                    prober.wake.notify_one();
+                }
                 let Some(to) = master_name.and_then(|name| failover_target(&event, name)) else {
                     return Vec::new();
                 };
@@ -475,6 +482,23 @@ pub fn failover_target(event: &SentinelEvent, master_name: &str) -> Option<NodeA
     }
 }
 
+/// The node a `-sdown`, `-odown` or `+reboot` event says is back, from the
+/// payloads `master <name> <ip> <port>` and
+/// `slave <ip>:<port> <ip> <port> @ <name> <master-ip> <master-port>`.
+pub fn recovered_node(event: &SentinelEvent, master_name: &str) -> Option<NodeAddr> {
+    if !matches!(event.kind.as_str(), "-sdown" | "-odown" | "+reboot") {
+        return None;
+    }
+    let words: Vec<&str> = event.payload.split_whitespace().collect();
+    let (ip, port) = match words.as_slice() {
+        ["master", name, ip, port, ..] if *name == master_name => (*ip, *port),
+        ["slave", _, ip, port, "@", name, ..] if *name == master_name => (*ip, *port),
+        _ => return None,
+    };
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    Some(NodeAddr((ip, port.parse::<u16>().ok()?).into()))
+}
+
 /// Logs one decision event and puts it on the timeline.
 fn record(service: &str, timeline: &Timeline, event: &Event) {
     let show = |n: &Option<NodeAddr>| n.map(|n| n.to_string()).unwrap_or_else(|| "none".into());
@@ -551,6 +575,35 @@ mod tests {
 
     fn node(port: u16) -> NodeAddr {
         NodeAddr(([127, 0, 0, 1], port).into())
+    }
+
+    #[test]
+    fn recovered_nodes_from_sentinel_payloads() {
+        let e = event("-sdown", "master mymaster 127.0.0.1 6379", None);
+        assert_eq!(recovered_node(&e, "mymaster"), Some(node(6379)));
+        assert_eq!(recovered_node(&e, "other"), None);
+        let e = event(
+            "+reboot",
+            "slave 127.0.0.1:6380 127.0.0.1 6380 @ mymaster 127.0.0.1 6379",
+            None,
+        );
+        assert_eq!(recovered_node(&e, "mymaster"), Some(node(6380)));
+        let e = event("+sdown", "master mymaster 127.0.0.1 6379", None);
+        assert_eq!(
+            recovered_node(&e, "mymaster"),
+            None,
+            "+sdown is not a recovery"
+        );
+        let e = event(
+            "-sdown",
+            "sentinel 127.0.0.1:26380 127.0.0.1 26380 @ mymaster 127.0.0.1 6379",
+            None,
+        );
+        assert_eq!(
+            recovered_node(&e, "mymaster"),
+            None,
+            "sentinels are not nodes"
+        );
     }
 
     #[test]
