@@ -16,7 +16,10 @@
 //! 3. runs one `GET` workload at 100, 1,000 and 10,000 concurrent clients
 //!    through Keyway and HAProxy and reports CPU per request and peak RSS.
 //!
-//! Usage: `load [--rounds N] [--quick] [--no-memory] [--no-scale]
+//! 4. with `--syscalls`, counts each proxy's syscalls per request with
+//!    `strace -c -f` (a slow, separate run: only the counts mean anything).
+//!
+//! Usage: `load [--rounds N] [--quick] [--idle N] [--no-load] [--syscalls] [--no-memory] [--no-scale]
 //! [--keyway-workers N]` (the last adds a second Keyway run with
 //! `TOKIO_WORKER_THREADS=N`, to compare runtime sizes).
 //! The password is the lab's throwaway one; it goes to redis-benchmark with `-a`
@@ -30,7 +33,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -46,6 +49,8 @@ const HAPROXY_TEMPLATE: &str = include_str!("../../haproxy/haproxy.cfg");
 struct Args {
     rounds: usize,
     quick: bool,
+    load: bool,
+    syscalls: bool,
     memory: bool,
     scale: bool,
     idle: usize,
@@ -56,6 +61,8 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         rounds: 3,
         quick: false,
+        load: true,
+        syscalls: false,
         memory: true,
         scale: true,
         idle: 10_000,
@@ -70,6 +77,8 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.keyway_workers = Some(it.next().context("--keyway-workers N")?.parse()?)
             }
             "--quick" => args.quick = true,
+            "--no-load" => args.load = false,
+            "--syscalls" => args.syscalls = true,
             "--no-memory" => args.memory = false,
             "--no-scale" => args.scale = false,
             other => bail!("unknown argument {other}; see the doc at the top of load.rs"),
@@ -160,61 +169,23 @@ fn main() -> anyhow::Result<()> {
         .context("the lab runs with a password")?
         .to_owned();
     let password_file = lab.password_file().context("lab password file")?.to_owned();
-    // Room for the idle-session and scale tests.
-    node.cmd(&["CONFIG", "SET", "maxclients", "40000"])?;
+    // Room for the idle-session and scale tests, within the descriptor limit.
+    let maxclients = (max_sessions + 500).to_string();
+    node.cmd(&["CONFIG", "SET", "maxclients", &maxclients])?
+        .into_result("CONFIG SET maxclients")?;
     let redis_pid = node.pid().context("redis pid")?;
     let dir = lab.dir().to_owned();
 
-    let haproxy_port = keyway_lab::free_port();
-    let haproxy = start_haproxy(&dir, haproxy_port, node.addr(), &password, max_sessions)?;
-    let mut keyways = vec![];
-    let keyway_port = keyway_lab::free_port();
-    keyways.push(start_keyway(
-        &dir,
-        "keyway",
-        keyway_port,
-        node.addr(),
-        &password_file,
-        None,
-    )?);
-    let mut targets = vec![
-        Target {
-            name: "direct".into(),
-            port: node.port(),
-            pid: None,
-        },
-        Target {
-            name: "haproxy".into(),
-            port: haproxy_port,
-            pid: Some(haproxy.0.id()),
-        },
-        Target {
-            name: "keyway".into(),
-            port: keyway_port,
-            pid: Some(keyways[0].0.id()),
-        },
-    ];
-    if let Some(workers) = args.keyway_workers {
-        let port = keyway_lab::free_port();
-        let name = format!("keyway-w{workers}");
-        keyways.push(start_keyway(
-            &dir,
-            &name,
-            port,
-            node.addr(),
-            &password_file,
-            Some(workers),
-        )?);
-        targets.push(Target {
-            name,
-            port,
-            pid: keyways.last().map(|p| p.0.id()),
-        });
-    }
-    for t in &targets {
-        wait_ready(t.port, &password, Duration::from_secs(20))
-            .with_context(|| format!("{} never answered", t.name))?;
-    }
+    let env = Env {
+        dir: &dir,
+        node: node.addr(),
+        direct_port: node.port(),
+        password: &password,
+        password_file: &password_file,
+        maxconn: max_sessions,
+        keyway_workers: args.keyway_workers,
+    };
+    let (targets, procs) = env.start(true)?;
     println!(
         "HAProxy: {}",
         first_line(Command::new("haproxy").arg("-v"))?
@@ -228,7 +199,12 @@ fn main() -> anyhow::Result<()> {
         "workload,round,target,ops_s,p50_ms,p99_ms,proxy_cpu_s,redis_cpu_s,requests,bytes\n",
     );
     let mut results: BTreeMap<(usize, String), Vec<Run>> = BTreeMap::new();
-    for (wi, workload) in workloads(args.quick).iter().enumerate() {
+    let runs = if args.load {
+        workloads(args.quick)
+    } else {
+        vec![]
+    };
+    for (wi, workload) in runs.iter().enumerate() {
         for round in 1..=args.rounds {
             for t in &targets {
                 let run = measure(t, workload, &password, redis_pid, node, clk_tck)?;
@@ -254,9 +230,49 @@ fn main() -> anyhow::Result<()> {
         }
     }
     fs::write(dir.join("load-raw.csv"), &raw)?;
-    println!("## Load (median of {} interleaved rounds)\n", args.rounds);
-    println!("{}", table(&workloads(args.quick), &targets, &results));
-    println!("Raw runs:\n\n```\n{raw}```\n");
+    if args.load {
+        println!("## Load (median of {} interleaved rounds)\n", args.rounds);
+        println!("{}", table(&runs, &targets, &results));
+        println!("Raw runs:\n\n```\n{raw}```\n");
+    }
+
+    if args.syscalls {
+        println!("## Syscalls per request (strace -c -f on the proxy, separate run)\n");
+        println!("| workload | proxy | syscalls / request | by call |");
+        println!("|---|---|---|---|");
+        let cases = [
+            (
+                "(i) GET -P 1 -d 64 -c 50",
+                "-t get -P 1 -d 64 -c 50 -n 50000",
+                50_000u64,
+            ),
+            (
+                "(iii) -d 102400 -c 10",
+                "-t set,get -d 102400 -c 10 -n 5000",
+                10_000,
+            ),
+        ];
+        for (name, bench, requests) in cases {
+            small_value(node)?;
+            for t in targets.iter().filter(|t| t.pid.is_some()) {
+                let counts = syscall_counts(&dir, t, bench, &password)?;
+                let total: u64 = counts.iter().map(|(_, n)| n).sum();
+                let per = |n: u64| n as f64 / requests as f64;
+                let by: Vec<String> = counts
+                    .iter()
+                    .filter(|(_, n)| per(*n) >= 0.01)
+                    .map(|(call, n)| format!("{call} {:.2}", per(*n)))
+                    .collect();
+                println!(
+                    "| {name} | {} | {:.2} | {} |",
+                    t.name,
+                    per(total),
+                    by.join(", ")
+                );
+            }
+        }
+        println!();
+    }
 
     if args.memory {
         println!("## Idle sessions ({} through each proxy)\n", args.idle);
@@ -264,8 +280,14 @@ fn main() -> anyhow::Result<()> {
             "| proxy | RSS before (MiB) | RSS with sessions (MiB) | RSS per session (bytes) |"
         );
         println!("|---|---|---|---|");
-        for t in targets.iter().filter(|t| t.pid.is_some()) {
+        for name in ["haproxy", "keyway"] {
+            // Fresh processes: nothing left from the load runs.
+            let (fresh, procs) = env.start(false)?;
+            let Some(t) = fresh.iter().find(|t| t.name == name) else {
+                continue;
+            };
             let (before, after) = idle_sessions(t, args.idle, &password)?;
+            drop(procs);
             println!(
                 "| {} | {:.1} | {:.1} | {:.0} |",
                 t.name,
@@ -283,7 +305,10 @@ fn main() -> anyhow::Result<()> {
             "| proxy | clients | ops/s | p99 ms | CPU s / M req | peak RSS (MiB) | RSS growth per client (bytes) |"
         );
         println!("|---|---|---|---|---|---|---|");
-        for clients in [100u64, 1_000, 10_000.min(max_sessions as u64)] {
+        // HAProxy closes clients past its maxconn; leave it a margin.
+        let top = 10_000.min(max_sessions as u64 - 100);
+        for clients in [100u64, 1_000, top] {
+            small_value(node)?;
             let n = if args.quick { 50_000 } else { 300_000 };
             let workload = Workload {
                 name: "scale",
@@ -293,7 +318,8 @@ fn main() -> anyhow::Result<()> {
                     .collect(),
                 requests: n,
             };
-            for t in targets.iter().filter(|t| t.pid.is_some()) {
+            let (fresh, procs) = env.start(false)?;
+            for t in fresh.iter().filter(|t| t.pid.is_some()) {
                 let pid = t.pid.unwrap_or_default();
                 let base = rss_kib(pid)?;
                 let peak = Arc::new(AtomicU64::new(base));
@@ -323,11 +349,84 @@ fn main() -> anyhow::Result<()> {
                     (peak.saturating_sub(base) * 1024) as f64 / clients as f64
                 );
             }
+            drop(procs);
         }
         println!();
     }
-    drop(keyways);
-    drop(haproxy);
+    drop(procs);
+    Ok(())
+}
+
+/// What it takes to start the proxies.
+struct Env<'a> {
+    dir: &'a Path,
+    node: SocketAddr,
+    direct_port: u16,
+    password: &'a str,
+    password_file: &'a Path,
+    maxconn: usize,
+    keyway_workers: Option<usize>,
+}
+
+impl Env<'_> {
+    /// Starts HAProxy and Keyway (and Keyway with `keyway_workers`, when
+    /// `extra`), waits until each forwards, and returns the targets (direct
+    /// first) and the processes, killed when dropped.
+    fn start(&self, extra: bool) -> anyhow::Result<(Vec<Target>, Vec<Proc>)> {
+        let mut targets = vec![Target {
+            name: "direct".into(),
+            port: self.direct_port,
+            pid: None,
+        }];
+        let mut procs = vec![];
+        let port = keyway_lab::free_port();
+        procs.push(start_haproxy(
+            self.dir,
+            port,
+            self.node,
+            self.password,
+            self.maxconn,
+        )?);
+        targets.push(Target {
+            name: "haproxy".into(),
+            port,
+            pid: Some(procs[0].0.id()),
+        });
+        let mut keyways = vec![("keyway".to_owned(), None)];
+        if let (true, Some(workers)) = (extra, self.keyway_workers) {
+            keyways.push((format!("keyway-w{workers}"), Some(workers)));
+        }
+        for (name, workers) in keyways {
+            let port = keyway_lab::free_port();
+            let proc = start_keyway(
+                self.dir,
+                &name,
+                port,
+                self.node,
+                self.password_file,
+                workers,
+            )?;
+            targets.push(Target {
+                name,
+                port,
+                pid: Some(proc.0.id()),
+            });
+            procs.push(proc);
+        }
+        for t in &targets {
+            wait_ready(t.port, self.password, Duration::from_secs(20))
+                .with_context(|| format!("{} never answered", t.name))?;
+        }
+        Ok((targets, procs))
+    }
+}
+
+/// redis-benchmark's `GET` reads one key, `key:__rand_int__` (no `-r`), which
+/// the 100 KB workload leaves holding 100 KB: put a 64-byte value back before
+/// a `GET`-only run.
+fn small_value(node: &keyway_lab::RedisNode) -> anyhow::Result<()> {
+    node.cmd(&["SET", "key:__rand_int__", &"x".repeat(64)])?
+        .into_result("SET")?;
     Ok(())
 }
 
@@ -337,6 +436,8 @@ struct Run {
     p50: f64,
     p99: f64,
     proxy_cpu: f64,
+    /// Of `proxy_cpu`, the kernel's part (stime).
+    proxy_sys: f64,
     redis_cpu: f64,
     requests: u64,
     bytes: u64,
@@ -351,7 +452,7 @@ fn measure(
     clk_tck: f64,
 ) -> anyhow::Result<Run> {
     let net_before = net_bytes(node)?;
-    let proxy_before = t.pid.map(cpu_ticks).transpose()?.unwrap_or(0);
+    let proxy_before = t.pid.map(cpu_ticks).transpose()?.unwrap_or_default();
     let redis_before = cpu_ticks(redis_pid)?;
     let out = Command::new("redis-benchmark")
         .args([
@@ -364,17 +465,17 @@ fn measure(
             "--csv",
         ])
         .args(&workload.args)
-        .stderr(Stdio::null())
         .output()
         .context("redis-benchmark (apt-get install -y redis-tools)")?;
-    let proxy_after = t.pid.map(cpu_ticks).transpose()?.unwrap_or(0);
+    let proxy_after = t.pid.map(cpu_ticks).transpose()?.unwrap_or_default();
     let redis_after = cpu_ticks(redis_pid)?;
     let net_after = net_bytes(node)?;
     if !out.status.success() {
         bail!(
-            "redis-benchmark failed against {}: {:?}",
+            "redis-benchmark failed against {}: {:?}: {}",
             t.name,
-            out.status
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     let (mut time, mut p50, mut p99, mut tests) = (0.0, 0.0, 0.0, 0.0);
@@ -406,8 +507,11 @@ fn measure(
         ops: workload.requests as f64 / time,
         p50: p50 / tests,
         p99: p99 / tests,
-        proxy_cpu: (proxy_after - proxy_before) as f64 / clk_tck,
-        redis_cpu: (redis_after - redis_before) as f64 / clk_tck,
+        proxy_cpu: (proxy_after.0 + proxy_after.1 - proxy_before.0 - proxy_before.1) as f64
+            / clk_tck,
+        proxy_sys: (proxy_after.1 - proxy_before.1) as f64 / clk_tck,
+        redis_cpu: (redis_after.0 + redis_after.1 - redis_before.0 - redis_before.1) as f64
+            / clk_tck,
         requests: workload.requests,
         bytes: (net_after.0 + net_after.1).saturating_sub(net_before.0 + net_before.1),
     })
@@ -429,9 +533,9 @@ fn table(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| workload | target | ops/s | p50 ms | p99 ms | proxy CPU s / M req | proxy CPU s / GB | redis CPU s / M req |"
+        "| workload | target | ops/s | p50 ms | p99 ms | proxy CPU s / M req | proxy CPU s / GB | proxy sys % | redis CPU s / M req |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     let mut ratios = String::new();
     for (wi, w) in workloads.iter().enumerate() {
         let mut summary: BTreeMap<&str, [f64; 5]> = BTreeMap::new();
@@ -452,6 +556,11 @@ fn table(
                     .map(|r| r.proxy_cpu / (r.bytes as f64 / 1e9))
                     .collect(),
             );
+            let sys = median(
+                runs.iter()
+                    .map(|r| 100.0 * r.proxy_sys / r.proxy_cpu)
+                    .collect(),
+            );
             let redis = median(
                 runs.iter()
                     .map(|r| r.redis_cpu / (r.requests as f64 / 1e6))
@@ -466,11 +575,16 @@ fn table(
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {ops:.0} | {p50:.3} | {p99:.3} | {} | {} | {redis:.2} |",
+                "| {} | {} | {ops:.0} | {p50:.3} | {p99:.3} | {} | {} | {} | {redis:.2} |",
                 w.name,
                 t.name,
                 cpu(per_m),
-                cpu(per_gb)
+                cpu(per_gb),
+                if t.pid.is_some() {
+                    format!("{sys:.0}")
+                } else {
+                    "-".to_owned()
+                }
             );
             summary.insert(t.name.as_str(), [ops, p50, p99, per_m, per_gb]);
         }
@@ -508,6 +622,65 @@ fn table(
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     out + &ratios
+}
+
+/// Runs redis-benchmark `bench` through `t` with `strace -c -f` attached to the
+/// proxy; returns the call count of each syscall, most frequent first.
+fn syscall_counts(
+    dir: &Path,
+    t: &Target,
+    bench: &str,
+    password: &str,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let pid = t.pid.context("a proxy")?;
+    let file = dir.join(format!("strace-{}.txt", t.name));
+    let mut strace = Proc(
+        Command::new("strace")
+            .args(["-c", "-f", "-o"])
+            .arg(&file)
+            .args(["-p", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("strace (apt-get install -y strace)")?,
+    );
+    // strace attaches to every thread before the run starts.
+    thread::sleep(Duration::from_secs(1));
+    let status = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &t.port.to_string(),
+            "-a",
+            password,
+            "-q",
+        ])
+        .args(bench.split_whitespace())
+        .output()?
+        .status;
+    if !status.success() {
+        bail!("redis-benchmark failed under strace against {}", t.name);
+    }
+    // SIGINT makes strace detach and write its summary.
+    Command::new("kill")
+        .args(["-INT", &strace.0.id().to_string()])
+        .status()?;
+    strace.0.wait()?;
+    let text = fs::read_to_string(&file)?;
+    let mut counts = vec![];
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // % time, seconds, usecs/call, calls, [errors], syscall
+        if f.len() < 5 || f[0].starts_with('-') || f[0] == "%" || f.last() == Some(&"total") {
+            continue;
+        }
+        let (Ok(calls), Some(name)) = (f[3].parse::<u64>(), f.last()) else {
+            continue;
+        };
+        counts.push(((*name).to_owned(), calls));
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    Ok(counts)
 }
 
 /// Opens `n` sessions through `t`, each with one AUTH round trip, and returns
@@ -560,7 +733,10 @@ fn start_haproxy(
     fs::write(&path, "")?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     fs::write(&path, cfg)?;
-    let log = fs::File::create(dir.join("haproxy.log"))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("haproxy.log"))?;
     let child = Command::new("haproxy")
         .args(["-db", "-f"])
         .arg(&path)
@@ -595,15 +771,23 @@ fn start_keyway(
     workers: Option<usize>,
 ) -> anyhow::Result<Proc> {
     let admin = keyway_lab::free_port();
+    // Checks as HAProxy's (inter 1s, timeout check 1s, rise 2, fall 2): with
+    // the default 250 ms probe timeout, the connection storm of 10,000
+    // redis-benchmark clients can fail a probe and drop the route, which cuts
+    // every session.
     let cfg = format!(
         "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[log]\nlevel = \"warn\"\n\n\
          [[service]]\nname = \"bench\"\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{node}\"]\n\
-         password_file = {password_file:?}\n\n[service.limits]\nmax_sessions = {max}\n",
+         password_file = {password_file:?}\n\n[service.limits]\nmax_sessions = {max}\n\n\
+         [service.check]\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 2\nfall = 2\n",
         max = MAX_SESSIONS
     );
     let path = dir.join(format!("{name}.toml"));
     fs::write(&path, cfg)?;
-    let log = fs::File::create(dir.join(format!("{name}.log")))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
     let mut cmd = Command::new(keyway_bin()?);
     cmd.args(["run", "-c"])
         .arg(&path)
@@ -642,8 +826,8 @@ fn wait_ready(port: u16, password: &str, within: Duration) -> anyhow::Result<()>
     }
 }
 
-/// utime + stime of a process (every thread), in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+/// (utime, stime) of a process (every thread), in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<(u64, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').context("stat format")?.1;
@@ -651,7 +835,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     // rest starts at field 3 (state); utime is field 14, stime 15.
     let utime: u64 = f.get(11).context("utime")?.parse()?;
     let stime: u64 = f.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {

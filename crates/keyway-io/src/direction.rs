@@ -5,10 +5,12 @@
 //! - Bytes leave in the order they arrived: a direction switches engine only
 //!   when nothing it read is still waiting to be written (its copy buffer and
 //!   its pipe are both empty).
-//! - An idle direction owns no buffer and no pipe, unless it spliced before
-//!   (see below): reads go to a 64 KiB buffer on the poll's stack and are
-//!   written at once; a per-direction heap buffer exists only while the writer
-//!   is slower than the reader, and is freed when the direction goes quiet.
+//! - An idle direction owns no buffer and no pipe: reads go to a 64 KiB buffer
+//!   on the poll's stack and are written at once; a per-direction heap buffer
+//!   exists only while the writer is slower than the reader, and is freed when
+//!   the direction goes quiet. A splicing direction gives its pipe back to the
+//!   pool each time it has drained its socket and its pipe, and takes one again
+//!   (a pop from the pool, no syscall) when the socket is readable again.
 //! - A read error is the `from` side's, a write or shutdown error the `to`
 //!   side's. EOF read shuts down writing on `to` (half-close).
 //!
@@ -48,6 +50,7 @@ pub(crate) struct Direction {
     from: Side,
     to: Side,
     engine: Engine,
+    pool: &'static PipePool,
     leg: Leg,
     /// Set when the policy wants the next read spliced.
     want_splice: bool,
@@ -75,11 +78,12 @@ struct CopyLeg {
 }
 
 impl Direction {
-    pub(crate) fn new(from: Side, to: Side, engine: Engine) -> Self {
+    pub(crate) fn new(from: Side, to: Side, engine: Engine, pool: &'static PipePool) -> Self {
         Direction {
             from,
             to,
             engine,
+            pool,
             leg: Leg::Copy(CopyLeg::default()),
             want_splice: engine == Engine::Splice,
             small_streak: 0,
@@ -150,9 +154,9 @@ impl Direction {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err((self.from, e))),
                     Poll::Ready(Ok(())) => {}
                 }
-                match PipePool::global().acquire() {
+                match self.pool.acquire() {
                     Some(pipe) => {
-                        self.leg = Leg::Splice(SpliceLeg::new(pipe));
+                        self.leg = Leg::Splice(SpliceLeg::new(self.pool, pipe));
                         self.small_streak = 0;
                         return Poll::Ready(Ok(false));
                     }
@@ -238,7 +242,31 @@ impl Direction {
                 self.want_splice = false;
                 return Poll::Ready(Ok(false));
             }
-            match ready!(leg.poll_in(cx, from, self.from))? {
+            if !leg.has_pipe() {
+                // Take a pipe only once there is something to read.
+                if let Err(e) = ready!(from.poll_read_ready(cx)) {
+                    return Poll::Ready(Err((self.from, e)));
+                }
+                match self.pool.acquire() {
+                    Some(pipe) => leg.attach(pipe),
+                    None => {
+                        // No pipe to be had: copy; `Engine::Splice` asks again next read.
+                        self.leg = Leg::Copy(CopyLeg::default());
+                        self.want_splice = self.engine == Engine::Splice;
+                        return Poll::Ready(Ok(false));
+                    }
+                }
+            }
+            let moved = match leg.poll_in(cx, from, self.from) {
+                Poll::Pending => {
+                    // Quiet, and the pipe is empty: give it back, so pipes are
+                    // held only while bytes are in flight.
+                    leg.release();
+                    return Poll::Pending;
+                }
+                Poll::Ready(moved) => moved?,
+            };
+            match moved {
                 In::Eof => return Poll::Ready(Ok(true)),
                 In::Moved(n) if n < SMALL_READ => {
                     self.small_streak = self.small_streak.saturating_add(1);

@@ -12,7 +12,7 @@
 //!   sockets are dropped by the caller, which never blocks, even on a hung node.
 //!
 //! One future per session, polled by the caller's task (no task is spawned): on
-//! each wakeup it polls the cut, both directions ([`crate::direction`]) and the
+//! each wakeup it polls the cut, both directions (the `direction` module) and the
 //! idle timer. Byte counts are plain integers owned by that future; the caller
 //! gets the totals once at the end and adds them to shared metrics in one batch.
 //! The idle timer is only reset (a cheap deadline extension in tokio) on a
@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
 
 use crate::direction::Direction;
+use crate::splice::PipePool;
 
 /// One side of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,7 @@ pub enum Engine {
     /// had, copy otherwise. For tests and benchmarks.
     Splice,
     /// Copy for request/response traffic, splice for bulk, chosen per direction
-    /// from what it reads (see [`crate::direction`]). What [`forward`] uses.
+    /// from what it reads (see the `direction` module). What [`forward`] uses.
     #[default]
     Auto,
 }
@@ -102,13 +103,12 @@ impl Engine {
     /// process). A benchmarking and diagnostic switch, so the load benchmark
     /// can compare engines in the real binary; not a tuning knob.
     pub fn from_env() -> Engine {
-        static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
-            match std::env::var(ENGINE_ENV).as_deref() {
+        static ENGINE: LazyLock<Engine> =
+            LazyLock::new(|| match std::env::var(ENGINE_ENV).as_deref() {
                 Ok("copy") => Engine::Copy,
                 Ok("splice") => Engine::Splice,
                 _ => Engine::Auto,
-            }
-        });
+            });
         *ENGINE
     }
 }
@@ -135,10 +135,24 @@ pub async fn forward_with(
     idle: Option<Duration>,
     cut: impl Future<Output = ()>,
 ) -> (Transfer, Close) {
-    let mut up = Direction::new(Side::Client, Side::Node, engine);
-    let mut down = Direction::new(Side::Node, Side::Client, engine);
+    forward_in(client, node, engine, PipePool::global(), idle, cut).await
+}
+
+/// [`forward_with`] borrowing pipes from `pool` (tests use a pool of their own).
+pub(crate) async fn forward_in(
+    client: &mut TcpStream,
+    node: &mut TcpStream,
+    engine: Engine,
+    pool: &'static PipePool,
+    idle: Option<Duration>,
+    cut: impl Future<Output = ()>,
+) -> (Transfer, Close) {
+    let mut up = Direction::new(Side::Client, Side::Node, engine, pool);
+    let mut down = Direction::new(Side::Node, Side::Client, engine, pool);
     let mut cut = pin!(cut);
-    let mut timer = pin!(idle.map(sleep));
+    // Boxed: most sessions have no idle timeout, and a `Sleep` inline would
+    // make every session's future over 100 bytes larger.
+    let mut timer = idle.map(|idle| Box::pin(sleep(idle)));
 
     let close = poll_fn(|cx| {
         if cut.as_mut().poll(cx).is_ready() {
@@ -158,11 +172,11 @@ pub async fn forward_with(
         if up.done && down.done {
             return Poll::Ready(Close::Done);
         }
-        if let (Some(mut timer), Some(idle)) = (timer.as_mut().as_pin_mut(), idle) {
+        if let (Some(timer), Some(idle)) = (timer.as_mut(), idle) {
             if up.bytes + down.bytes != before {
                 timer.as_mut().reset(Instant::now() + idle);
             }
-            if timer.poll(cx).is_ready() {
+            if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Close::Idle);
             }
         }
@@ -184,7 +198,6 @@ mod tests {
     //! idle, cut, 1 MiB and 100 MiB byte-exact.
 
     use super::*;
-    use crate::splice::PipePool;
     use std::future::pending;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -209,12 +222,16 @@ mod tests {
         redis: TcpStream,
         task: JoinHandle<(Transfer, Close)>,
         cut: Option<oneshot::Sender<()>>,
+        /// The session's own pipe pool, so its counters are this session's alone.
+        pool: &'static PipePool,
     }
 
     async fn session(engine: Engine, idle: Option<Duration>) -> io::Result<Session> {
         let (mut client, app) = pair().await?;
         let (mut node, redis) = pair().await?;
         let (cut_tx, cut_rx) = oneshot::channel::<()>();
+        let pool: &'static PipePool =
+            Box::leak(Box::new(PipePool::new(crate::splice::PIPE_SIZE, 1024)));
         let task = tokio::spawn(async move {
             let cut = async {
                 // A dropped sender means "never cut".
@@ -222,13 +239,14 @@ mod tests {
                     pending::<()>().await;
                 }
             };
-            forward_with(&mut client, &mut node, engine, idle, cut).await
+            forward_in(&mut client, &mut node, engine, pool, idle, cut).await
         });
         Ok(Session {
             app,
             redis,
             task,
             cut: Some(cut_tx),
+            pool,
         })
     }
 
@@ -392,14 +410,17 @@ mod tests {
         let mut s = session(engine, None).await?;
         // The node never reads: fill what the kernel buffers will take.
         let _ = fill(&mut s.app).await;
-        let discarded = PipePool::global().stats().discarded_nonempty;
         s.cut.take().map(|c| c.send(()));
         let (transfer, close) = finish(s.task).await;
         assert!(matches!(close, Close::Cut), "{close:?}");
         assert!(transfer.client_to_node > 0);
         if engine == Engine::Splice {
-            // The pipe still held bytes for the node: closed, not pooled.
-            assert!(PipePool::global().stats().discarded_nonempty > discarded);
+            // The client -> node pipe still held bytes for the node: closed,
+            // not pooled. The node -> client direction never had anything to
+            // read, so it never took a pipe.
+            let stats = s.pool.stats();
+            let counts = (stats.created, stats.discarded_nonempty, stats.idle);
+            assert_eq!(counts, (1, 1, 0), "{stats:?}");
         }
         Ok(())
     }
@@ -423,6 +444,7 @@ mod tests {
     /// Large transfers both ways at once, byte-exact.
     async fn bulk(engine: Engine, size: usize) -> io::Result<()> {
         let s = session(engine, None).await?;
+        let pool = s.pool;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let expect = data.clone();
         let (mut app_r, mut app_w) = s.app.into_split();
@@ -461,11 +483,12 @@ mod tests {
                 assert!(transfer.spliced > size as u64, "{transfer:?}")
             }
         }
-        // Both pipes went back to the pool empty.
-        let stats = PipePool::global().stats();
-        if engine != Engine::Copy {
-            assert!(stats.idle >= 1, "{stats:?}");
-        }
+        // Every pipe went back to the pool empty, none was thrown away (the
+        // two directions may have taken turns with one pipe).
+        let stats = pool.stats();
+        assert_eq!(stats.discarded_nonempty, 0, "{stats:?}");
+        assert_eq!(stats.idle as u64, stats.created, "{stats:?}");
+        assert_eq!(stats.created == 0, engine == Engine::Copy, "{stats:?}");
         Ok(())
     }
 
@@ -554,6 +577,41 @@ mod tests {
         assert!(matches!(close, Close::Done), "{close:?}");
         assert_eq!(got.len(), 1 << 20);
         assert!(transfer.spliced > 0, "{transfer:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn splice_falls_back_to_copy_when_no_pipe_can_be_had() -> io::Result<()> {
+        // A pool with no page budget refuses every pipe.
+        let pool: &'static PipePool = Box::leak(Box::new(PipePool::new(64 * 1024, 0)));
+        let (mut client, mut app) = pair().await?;
+        let (mut node, mut redis) = pair().await?;
+        let task = tokio::spawn(async move {
+            forward_in(
+                &mut client,
+                &mut node,
+                Engine::Splice,
+                pool,
+                None,
+                pending(),
+            )
+            .await
+        });
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 241) as u8).collect();
+        let expect = data.clone();
+        let writer = tokio::spawn(async move {
+            app.write_all(&data).await?;
+            app.shutdown().await
+        });
+        let mut got = Vec::new();
+        redis.read_to_end(&mut got).await?;
+        redis.shutdown().await?;
+        writer.await.expect("writer")?;
+        let (transfer, close) = finish(task).await;
+        assert!(matches!(close, Close::Done), "{close:?}");
+        assert!(got == expect, "bytes differ");
+        assert_eq!(transfer.spliced, 0);
+        assert!(pool.stats().refused > 0);
         Ok(())
     }
 }

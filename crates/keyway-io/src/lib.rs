@@ -6,7 +6,7 @@
 //! (`splice(2)`, `F_SETPIPE_SZ`), like Keyway.
 //!
 //! Modules:
-//! - [`forward`]: the session loop with `copy_bidirectional` semantics
+//! - [`forward`](mod@forward): the session loop with `copy_bidirectional` semantics
 //!   (half-close, per-side errors) plus idle timeout and cut, and the [`Engine`]
 //!   choice.
 //! - `direction`: one direction's copy leg, splice leg and the policy that

@@ -4,7 +4,7 @@
 //! Invariants:
 //! - A [`Pipe`] is either empty and owned by the [`PipePool`], or owned by one
 //!   direction of one session, which knows to the byte how much it holds
-//!   ([`SpliceLeg::in_pipe`]). A pipe handed back with bytes still in it is
+//!   (`SpliceLeg::in_pipe`). A pipe handed back with bytes still in it is
 //!   closed, never pooled, so no session ever sees another's bytes.
 //! - A leg splices socket → pipe only while the pipe is empty. An empty pipe
 //!   always has room, so `EAGAIN` on that leg means "the socket has nothing",
@@ -19,6 +19,11 @@
 //!   direction copies instead. After a failure the pool creates no pipe for
 //!   [`CREATE_BACKOFF`], so a process at its descriptor limit does not pay a
 //!   failing syscall per read.
+//!
+//! `splice(2)` into a socket whose peer is gone raises `SIGPIPE` (it cannot
+//! pass `MSG_NOSIGNAL`). Rust programs ignore `SIGPIPE` from start-up, so the
+//! write fails with `EPIPE` (a `to`-side error) instead; a program that restores
+//! the default disposition must not use [`crate::Engine::Splice`] or `Auto`.
 //!
 //! Every `unsafe` block is a plain syscall on descriptors borrowed for its
 //! duration; each carries a `// SAFETY:` comment and is exercised by the
@@ -315,6 +320,7 @@ fn budget_from_soft_limit(soft: Option<usize>) -> usize {
 /// One direction's splice state: a borrowed pipe and how much it holds.
 #[derive(Debug)]
 pub(crate) struct SpliceLeg {
+    pool: &'static PipePool,
     pipe: Option<Pipe>,
     /// Bytes spliced into the pipe and not yet out of it.
     pub(crate) in_pipe: usize,
@@ -329,11 +335,23 @@ pub(crate) enum In {
 }
 
 impl SpliceLeg {
-    pub(crate) fn new(pipe: Pipe) -> Self {
+    pub(crate) fn new(pool: &'static PipePool, pipe: Pipe) -> Self {
         SpliceLeg {
+            pool,
             pipe: Some(pipe),
             in_pipe: 0,
         }
+    }
+
+    /// Whether the leg holds a pipe (it gives it back while quiet).
+    pub(crate) fn has_pipe(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// Gives the leg a pipe again after [`SpliceLeg::release`].
+    pub(crate) fn attach(&mut self, pipe: Pipe) {
+        debug_assert!(self.pipe.is_none() && self.in_pipe == 0);
+        self.pipe = Some(pipe);
     }
 
     /// Splices from `from` into the (empty) pipe, as much as it will hold.
@@ -402,10 +420,11 @@ impl SpliceLeg {
         Poll::Ready(Ok(()))
     }
 
-    /// Gives the pipe back to the global pool (closed if not empty).
+    /// Gives the pipe back to its pool (closed if not empty).
     pub(crate) fn release(&mut self) {
         if let Some(pipe) = self.pipe.take() {
-            PipePool::global().release(pipe, self.in_pipe);
+            self.pool.release(pipe, self.in_pipe);
+            self.in_pipe = 0;
         }
     }
 }
