@@ -672,7 +672,7 @@ mod tests {
     use bytes::Bytes;
     use proptest::prelude::*;
 
-    fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, ReplyError> {
+    pub(super) fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, ReplyError> {
         let mut buf = BytesMut::from(bytes);
         let mut frames = Vec::new();
         while let Some(frame) = decode_frame(&mut buf)? {
@@ -681,7 +681,7 @@ mod tests {
         Ok(frames)
     }
 
-    fn one(bytes: &[u8]) -> Frame {
+    pub(super) fn one(bytes: &[u8]) -> Frame {
         let frames = decode_all(bytes).expect("valid resp");
         assert_eq!(frames.len(), 1, "{frames:?}");
         frames.into_iter().next().expect("one frame")
@@ -1157,23 +1157,9 @@ mod tests {
 
 #[cfg(test)]
 mod sentinel_tests {
+    use super::tests::{decode_all, one};
     use super::*;
     use proptest::prelude::*;
-
-    fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, ReplyError> {
-        let mut buf = BytesMut::from(bytes);
-        let mut frames = Vec::new();
-        while let Some(frame) = decode_frame(&mut buf)? {
-            frames.push(frame);
-        }
-        Ok(frames)
-    }
-
-    fn one(bytes: &[u8]) -> Frame {
-        let frames = decode_all(bytes).expect("valid resp");
-        assert_eq!(frames.len(), 1, "{frames:?}");
-        frames.into_iter().next().expect("one frame")
-    }
 
     fn addr(s: &str) -> NodeAddr {
         NodeAddr(s.parse().expect("socket address"))
