@@ -92,12 +92,15 @@ pub struct AdminState {
 /// The admin HTTP server. See the module doc.
 #[derive(Debug)]
 pub struct AdminServer {
-    tcp: TcpListener,
+    /// A std listener, registered with the runtime `run` is polled on (the
+    /// control-plane thread), not the one that bound it.
+    tcp: std::net::TcpListener,
     state: Arc<AdminState>,
 }
 
 impl AdminServer {
-    pub fn new(tcp: TcpListener, state: AdminState) -> Self {
+    /// `tcp` must be non-blocking.
+    pub fn new(tcp: std::net::TcpListener, state: AdminState) -> Self {
         AdminServer {
             tcp,
             state: Arc::new(state),
@@ -106,12 +109,19 @@ impl AdminServer {
 
     /// Serves until `shutdown`; open connections are dropped then.
     pub async fn run(self, shutdown: CancellationToken) {
+        let tcp = match TcpListener::from_std(self.tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::error!(error = %e, "admin listener unusable; no admin HTTP");
+                return;
+            }
+        };
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let connections = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
-                accepted = self.tcp.accept() => accepted,
+                accepted = tcp.accept() => accepted,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,

@@ -13,6 +13,8 @@
 //!   listeners; reload in place and drain.
 //! - [`serve`]: the process around a proxy: READY / RELOADING / STOPPING /
 //!   WATCHDOG for systemd, SIGHUP reload, SIGTERM drain.
+//! - [`control`]: the control-plane thread (monitors, admin HTTP), isolated
+//!   from the data path's workers.
 //! - [`listener`]: the accept loop of one service, with its limits.
 //! - [`handler`]: one session: read the PROXY header (when the service wants
 //!   one), hold until a route exists, connect, forward, log.
@@ -29,6 +31,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod control;
 pub mod handler;
 pub mod lab;
 pub mod listener;

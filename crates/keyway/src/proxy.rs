@@ -1,7 +1,8 @@
 //! [`Proxy`]: every service of a configuration running in this process.
 //!
-//! For each service: one `Monitor` (probes and the routing decision) and one
-//! `Listener` (accept loop), sharing the route through a watch channel. All tasks,
+//! For each service: one `Monitor` (probes and the routing decision, on the
+//! control-plane thread, see `control`) and one `Listener` (accept loop, on the
+//! main runtime), sharing the route through a watch channel. All tasks,
 //! sessions included, are tracked so that shutdown can wait for them.
 //!
 //! Reload happens in place: each service's monitor gets its new settings on a
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminServer, AdminState, DrainFlag, ServiceView};
+use crate::control::ControlRuntime;
 use crate::listener::Listener;
 use crate::metrics::{Metrics, ServiceMetrics};
 
@@ -36,6 +38,21 @@ async fn bind(service: &Service) -> anyhow::Result<TcpListener> {
     TcpListener::bind(service.listen)
         .await
         .with_context(|| format!("service {}: listen on {}", service.name, service.listen))
+}
+
+/// A non-blocking std listener (SO_REUSEADDR, like tokio's), for a server that
+/// runs on another runtime than the one binding it.
+fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// What the sessions of one service share: its settings, route and limits.
@@ -119,6 +136,8 @@ pub struct Proxy {
     admin_views: watch::Sender<Arc<[ServiceView]>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Monitors and the admin server run here, away from the data path.
+    control: ControlRuntime,
 }
 
 /// What a reload changed, for the log.
@@ -148,8 +167,7 @@ impl Proxy {
         for service in &config.services {
             bound.push((service.clone(), bind(service).await?));
         }
-        let admin = TcpListener::bind(config.admin.listen)
-            .await
+        let admin = bind_std(config.admin.listen)
             .with_context(|| format!("admin: listen on {}", config.admin.listen))?;
         let admin_addr = admin.local_addr()?;
         let (admin_views, views) = watch::channel::<Arc<[ServiceView]>>(Arc::new([]));
@@ -168,6 +186,7 @@ impl Proxy {
             admin_views,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            control: ControlRuntime::start().context("starting the control-plane thread")?,
         };
         for (service, tcp) in bound {
             let running = proxy.start_service(service, tcp)?;
@@ -181,7 +200,10 @@ impl Proxy {
             metrics: proxy.metrics.clone(),
         };
         let server = AdminServer::new(admin, state);
-        proxy.tasks.spawn(server.run(proxy.shutdown.child_token()));
+        proxy.tasks.spawn_on(
+            server.run(proxy.shutdown.child_token()),
+            proxy.control.handle(),
+        );
         tracing::info!(admin = %admin_addr, "admin HTTP listening (/metrics, /healthz, /status)");
         Ok(proxy)
     }
@@ -192,7 +214,8 @@ impl Proxy {
         let (config, config_rx) = watch::channel(service.clone());
         let (monitor, handle) = Monitor::new(config_rx, self.timeline.clone());
         let monitor_stop = self.shutdown.child_token();
-        self.tasks.spawn(monitor.run(monitor_stop.clone()));
+        self.tasks
+            .spawn_on(monitor.run(monitor_stop.clone()), self.control.handle());
         let ctx = ServiceContext::new(service.clone(), handle.route.clone(), &self.metrics, None);
         let view = ServiceView {
             name: service.name.clone(),
