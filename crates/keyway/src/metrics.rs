@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use keyway_discovery::{Health, PROBE_BUCKETS, ProbeCounts, Role, ServiceStatus};
+use keyway_discovery::{Health, NodeStatus, PROBE_BUCKETS, ProbeCounts, Role, ServiceStatus};
 use keyway_io::Transfer;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
@@ -433,19 +433,14 @@ impl Collector for ControlPlane {
                 .encode(family.encode_family(&labels)?)?;
         }
 
-        let mut family = encoder.encode_descriptor(
+        per_node(
+            &mut encoder,
+            &snapshots,
             "keyway_node_up",
             "1 when the node passes its health checks (rise/fall), 0 when it is down.",
-            None,
             MetricType::Gauge,
+            |n| bool_gauge(n.health == Health::Up),
         )?;
-        for s in &snapshots {
-            for n in &s.status.nodes {
-                let node = n.addr.to_string();
-                let labels = [("service", s.service.as_str()), ("node", node.as_str())];
-                bool_gauge(n.health == Health::Up).encode(family.encode_family(&labels)?)?;
-            }
-        }
 
         let mut family = encoder.encode_descriptor(
             "keyway_node_role",
@@ -468,20 +463,14 @@ impl Collector for ControlPlane {
             }
         }
 
-        let mut family = encoder.encode_descriptor(
+        per_node(
+            &mut encoder,
+            &snapshots,
             "keyway_node_loading",
             "1 while the node answers -LOADING (loading its dataset; never routed).",
-            None,
             MetricType::Gauge,
+            |n| bool_gauge(n.role.is_some_and(|r| r.loading)),
         )?;
-        for s in &snapshots {
-            for n in &s.status.nodes {
-                let node = n.addr.to_string();
-                let labels = [("service", s.service.as_str()), ("node", node.as_str())];
-                let loading = n.role.is_some_and(|r| r.loading);
-                bool_gauge(loading).encode(family.encode_family(&labels)?)?;
-            }
-        }
 
         let mut family = encoder.encode_descriptor(
             "keyway_probe_duration",
@@ -500,27 +489,22 @@ impl Collector for ControlPlane {
             }
         }
 
-        for (name, help, value) in [
-            (
-                "keyway_probes",
-                "Probes sent to the node, answered or not.",
-                (|p: &ProbeCounts| p.total) as fn(&ProbeCounts) -> u64,
-            ),
-            (
-                "keyway_probe_failures",
-                "Probes that failed (connect error, timeout, error reply, unparsable reply).",
-                |p: &ProbeCounts| p.failures,
-            ),
-        ] {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for s in &snapshots {
-                for n in &s.status.nodes {
-                    let node = n.addr.to_string();
-                    let labels = [("service", s.service.as_str()), ("node", node.as_str())];
-                    ConstCounter::new(value(&n.probes)).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
+        per_node(
+            &mut encoder,
+            &snapshots,
+            "keyway_probes",
+            "Probes sent to the node, answered or not.",
+            MetricType::Counter,
+            |n| ConstCounter::new(n.probes.total),
+        )?;
+        per_node(
+            &mut encoder,
+            &snapshots,
+            "keyway_probe_failures",
+            "Probes that failed (connect error, timeout, error reply, unparsable reply).",
+            MetricType::Counter,
+            |n| ConstCounter::new(n.probes.failures),
+        )?;
 
         let mut family = encoder.encode_descriptor(
             "keyway_sentinel_up",
@@ -549,6 +533,27 @@ impl Collector for ControlPlane {
         }
         Ok(())
     }
+}
+
+/// One family with a sample per node of every service, labelled `service` and
+/// `node`.
+fn per_node<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    snapshots: &[Snapshot],
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    value: impl Fn(&NodeStatus) -> M,
+) -> Result<(), fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for s in snapshots {
+        for n in &s.status.nodes {
+            let node = n.addr.to_string();
+            let labels = [("service", s.service.as_str()), ("node", node.as_str())];
+            value(n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// A node's [`ProbeCounts`] in the shape the encoder wants: per-bucket counts
