@@ -1,4 +1,40 @@
 //! Keyway's benchmarks. Nothing here is a library for others: `benches/forward.rs`
 //! is the criterion bench of the forwarding engines, and `src/bin/load.rs` the
 //! load, memory and scale benchmark against direct Redis and HAProxy. Results
-//! and the commands that produced them are in `benches/README.md`.
+//! and the commands that produced them are in `benches/README.md`;
+//! `src/bin/failover.rs` is the failover benchmark (`docs/failover.md`). This
+//! file holds what the two benchmark binaries share.
+
+use std::path::PathBuf;
+use std::process::Child;
+
+use anyhow::{Context as _, bail};
+
+/// A child process (a proxy under test) killed and reaped on drop, so a failed
+/// benchmark leaves nothing running.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `keyway` binary to benchmark: `KEYWAY_BIN`, else the one built next to
+/// this benchmark binary (`cargo build --release -p keyway`).
+pub fn keyway_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KEYWAY_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("exe dir")?.join("keyway");
+    if !bin.exists() {
+        bail!(
+            "{} not found: cargo build --release -p keyway (or set KEYWAY_BIN)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

@@ -48,6 +48,7 @@
 //! `target/bench/failover-<unix time>`). The password is the lab's throwaway
 //! one; HAProxy's copy lives in a 0600 file in the lab's temporary directory.
 
+use keyway_benches::{Proc, keyway_bin};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
@@ -55,7 +56,7 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -390,16 +391,6 @@ struct OutageClient {
 struct Records {
     writes: Mutex<Vec<WriteRec>>,
     probes: Mutex<Vec<ProbeRec>>,
-}
-
-/// A child killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Running {
@@ -1531,21 +1522,6 @@ fn start_keyway(
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     Ok(Proc(child))
-}
-
-fn keyway_bin() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("KEYWAY_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("exe dir")?.join("keyway");
-    if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p keyway (or set KEYWAY_BIN)",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }
 
 // ---------------------------------------------------------------------------

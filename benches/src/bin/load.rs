@@ -26,14 +26,15 @@
 //! and into a 0600 HAProxy config in the lab's temporary directory, never into
 //! the repository.
 
+use keyway_benches::{Proc, keyway_bin};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -133,16 +134,6 @@ struct Target {
     port: u16,
     /// The proxy process; `None` for direct.
     pid: Option<u32>,
-}
-
-/// A child killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -745,21 +736,6 @@ fn start_haproxy(
         .spawn()
         .context("haproxy (apt-get install -y haproxy)")?;
     Ok(Proc(child))
-}
-
-fn keyway_bin() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("KEYWAY_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("exe dir")?.join("keyway");
-    if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p keyway (or set KEYWAY_BIN)",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }
 
 fn start_keyway(
