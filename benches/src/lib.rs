@@ -5,8 +5,10 @@
 //! `src/bin/failover.rs` is the failover benchmark (`docs/failover.md`). This
 //! file holds what the two benchmark binaries share.
 
+use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command};
 
 use anyhow::{Context as _, bail};
 
@@ -37,4 +39,27 @@ pub fn keyway_bin() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// The first line a command prints (a tool's version, for the report).
+pub fn first_line(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// `Machine: N CPUs, <model>, Linux <release>`, for the report.
+pub fn machine() -> anyhow::Result<String> {
+    let cpu = BufReader::new(fs::File::open("/proc/cpuinfo")?)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    Ok(format!(
+        "Machine: {nproc} CPUs, {cpu}, Linux {}",
+        kernel.trim()
+    ))
 }

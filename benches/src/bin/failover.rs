@@ -48,11 +48,11 @@
 //! `target/bench/failover-<unix time>`). The password is the lab's throwaway
 //! one; HAProxy's copy lives in a 0600 file in the lab's temporary directory.
 
-use keyway_benches::{Proc, keyway_bin};
+use keyway_benches::{Proc, first_line, keyway_bin};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -1823,25 +1823,13 @@ fn unix_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn first_line(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().next().unwrap_or_default().to_owned())
-}
-
+/// The shared machine line plus the load average, since the failover timings
+/// depend on how busy the machine was.
 fn machine() -> anyhow::Result<String> {
-    let cpu = BufReader::new(fs::File::open("/proc/cpuinfo")?)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_owned()))
-        .unwrap_or_default();
-    let nproc = thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")?;
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     Ok(format!(
-        "Machine: {nproc} CPUs, {cpu}, Linux {}; load average at start {}",
-        kernel.trim(),
+        "{}; load average at start {}",
+        keyway_benches::machine()?,
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()

@@ -26,11 +26,11 @@
 //! and into a 0600 HAProxy config in the lab's temporary directory, never into
 //! the repository.
 
-use keyway_benches::{Proc, keyway_bin};
+use keyway_benches::{Proc, first_line, keyway_bin, machine};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -860,25 +860,4 @@ fn nofile_limit() -> anyhow::Result<u64> {
 fn clk_tck() -> anyhow::Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-}
-
-fn first_line(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().next().unwrap_or_default().to_owned())
-}
-
-fn machine() -> anyhow::Result<String> {
-    let cpu = BufReader::new(fs::File::open("/proc/cpuinfo")?)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_owned()))
-        .unwrap_or_default();
-    let nproc = thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")?;
-    Ok(format!(
-        "Machine: {nproc} CPUs, {cpu}, Linux {}",
-        kernel.trim()
-    ))
 }
