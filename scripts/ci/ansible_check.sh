@@ -70,6 +70,7 @@ keyway_binary_src: "$KEYWAY"
 keyway_admin_listen: "127.0.0.1:19470"
 keyway_log_format: text
 keyway_drain_timeout: 20s
+keyway_workers: 2
 keyway_services:
   - name: redis
     listen: "$2"
@@ -124,7 +125,7 @@ check_mode "$CONF/redis.password" 600 nobody:nogroup
 [ "$(cat "$CONF/redis.password")" = ci-redis-password ] || die "redis.password content"
 check_mode "$CONF/redis-sentinel.password" 600 nobody:nogroup
 [ "$(cat "$CONF/redis-sentinel.password")" = ci-sentinel-password ] || die "redis-sentinel.password content"
-for table in '[service.sentinel]' '[drain]' '[service.check]' '[service.timeouts]'; do
+for table in '[service.sentinel]' '[drain]' '[runtime]' '[service.check]' '[service.timeouts]'; do
   grep -qxF "$table" "$CONF/keyway.toml" || die "no $table in keyway.toml"
 done
 if ! grep -q '^password_file = ' "$CONF/keyway.toml" || grep -rqE 'ci-(redis|sentinel)-password' "$CONF/keyway.toml" "$CONF/conf.d"; then

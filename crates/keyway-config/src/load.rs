@@ -99,6 +99,7 @@ pub(crate) fn from_toml_str(text: &str, origin: &Path) -> Result<Config, Problem
         admin,
         log: main.log.unwrap_or_default(),
         drain: main.drain.unwrap_or_default(),
+        runtime: main.runtime.unwrap_or_default(),
         services,
         sources: sources.into_iter().map(|s| s.path).collect(),
     })
@@ -486,7 +487,7 @@ mod tests {
             "conf.d/a.toml",
             &format!(
                 "include = [\"x\"]\nthing = 1\n[admin]\nlisten = \"0.0.0.0:1\"\n[log]\nlevel = \"debug\"\n\
-                 [drain]\ntimeout = \"1s\"\n{}",
+                 [drain]\ntimeout = \"1s\"\n[runtime]\nworkers = 1\n{}",
                 service("a", 6001)
             ),
         );
@@ -501,6 +502,7 @@ mod tests {
                 "conf.d/a.toml:3:2: [admin] is not allowed in an included file: included files may only hold [[service]] tables",
                 "conf.d/a.toml:5:2: [log] is not allowed in an included file: included files may only hold [[service]] tables",
                 "conf.d/a.toml:7:2: [drain] is not allowed in an included file: included files may only hold [[service]] tables",
+                "conf.d/a.toml:9:2: [runtime] is not allowed in an included file: included files may only hold [[service]] tables",
             ]
         );
     }

@@ -15,6 +15,7 @@ pub struct Config {
     pub admin: Admin,
     pub log: Log,
     pub drain: Drain,
+    pub runtime: Runtime,
     pub services: Vec<Service>,
     /// Every file that contributed, main file first (for logs and reload).
     pub sources: Vec<PathBuf>,
@@ -33,6 +34,19 @@ pub struct Log {
     /// A tracing filter directive, for example `info` or `keyway=debug,info`.
     pub level: String,
 }
+
+/// `[runtime]`: the data-path runtime. Read at start only; a reload that
+/// changes it logs a warning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Runtime {
+    /// Worker threads of the data path (what HAProxy calls `nbthread`).
+    /// `None`: one per CPU, or `TOKIO_WORKER_THREADS` when that is set.
+    pub workers: Option<usize>,
+}
+
+/// The largest `runtime.workers` accepted: far above any useful value, low
+/// enough that a typo (`workers = 20000`) is an error, not 20,000 threads.
+pub const MAX_WORKERS: usize = 256;
 
 /// `[drain]`: how sessions end when Keyway stops or a reload removes a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,8 @@ use toml::de::{DeString, DeTable, DeValue};
 use crate::duration::{format_duration, parse_duration};
 use crate::problem::{Problem, Source};
 use crate::types::{
-    Admin, Check, Drain, Limits, Log, LogFormat, NodeAddr, SentinelAddr, Tcp, Timeouts,
+    Admin, Check, Drain, Limits, Log, LogFormat, MAX_WORKERS, NodeAddr, Runtime, SentinelAddr, Tcp,
+    Timeouts,
 };
 
 /// Which keys a file may hold at its top level.
@@ -48,6 +49,7 @@ pub(crate) struct FileDraft {
     pub admin: Option<Admin>,
     pub log: Option<Log>,
     pub drain: Option<Drain>,
+    pub runtime: Option<Runtime>,
     /// Include patterns as written, with their position.
     pub includes: Vec<Spanned<String>>,
     pub services: Vec<ServiceDraft>,
@@ -110,10 +112,11 @@ struct CheckDraft {
     interval_ok: bool,
 }
 
-const ROOT_KEYS: &[&str] = &["include", "admin", "log", "drain", "service"];
+const ROOT_KEYS: &[&str] = &["include", "admin", "log", "drain", "runtime", "service"];
 const ADMIN_KEYS: &[&str] = &["listen"];
 const LOG_KEYS: &[&str] = &["format", "level"];
 const DRAIN_KEYS: &[&str] = &["timeout"];
+const RUNTIME_KEYS: &[&str] = &["workers"];
 const SERVICE_KEYS: &[&str] = &[
     "name",
     "listen",
@@ -371,7 +374,9 @@ impl Walker<'_> {
         };
         for (key, value) in root.iter() {
             let name = key.get_ref().as_ref();
-            if kind == FileKind::Included && matches!(name, "include" | "admin" | "log" | "drain") {
+            if kind == FileKind::Included
+                && matches!(name, "include" | "admin" | "log" | "drain" | "runtime")
+            {
                 let what = if name == "include" {
                     "include".to_string()
                 } else {
@@ -390,6 +395,7 @@ impl Walker<'_> {
                 "admin" => draft.admin = self.admin(value),
                 "log" => draft.log = self.log(value),
                 "drain" => draft.drain = self.drain(value),
+                "runtime" => draft.runtime = self.runtime(value),
                 "service" => {
                     draft.has_service_key =
                         !matches!(value.get_ref(), DeValue::Array(items) if items.is_empty());
@@ -489,6 +495,22 @@ impl Walker<'_> {
             }
         }
         Some(drain)
+    }
+
+    fn runtime(&mut self, value: &Spanned<DeValue<'_>>) -> Option<Runtime> {
+        let table = self.table(value, "runtime")?;
+        let mut runtime = Runtime::default();
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "workers" => {
+                    runtime.workers = self
+                        .integer(value, "runtime.workers", 1, MAX_WORKERS as i128)
+                        .map(to_usize);
+                }
+                _ => self.unknown(key, "in [runtime]", RUNTIME_KEYS),
+            }
+        }
+        Some(runtime)
     }
 
     fn services(&mut self, value: &Spanned<DeValue<'_>>, file: usize) -> Vec<ServiceDraft> {
@@ -1421,7 +1443,7 @@ grace = "5s"
         assert_eq!(
             problems,
             vec![
-                "1:1: unknown key \"color\" at the top level: expected include, admin, log, drain or service",
+                "1:1: unknown key \"color\" at the top level: expected include, admin, log, drain, runtime or service",
                 "3:1: unknown key \"port\" in [admin]: expected listen",
                 "5:1: unknown key \"colour\" in [log]: expected format or level",
                 "10:1: unknown key \"role\" in [[service]]: expected name, listen, nodes, username, \
@@ -1729,6 +1751,56 @@ nodes = ["127.0.0.1:7001"]
         one_error(
             &format!("[drain]\ntimeout = \"30s\"\nsessions = 1\n{MINIMAL}"),
             "3:1: unknown key \"sessions\" in [drain]: expected timeout",
+        );
+    }
+
+    #[test]
+    fn runtime_values() {
+        // Not given: the runtime's own default (one worker per CPU).
+        assert_eq!(ok(MINIMAL).runtime.workers, None);
+        let config = ok(&format!(
+            "[runtime]
+workers = 1
+{MINIMAL}"
+        ));
+        assert_eq!(config.runtime.workers, Some(1));
+        let config = ok(&format!(
+            "[runtime]
+workers = {MAX_WORKERS}
+{MINIMAL}"
+        ));
+        assert_eq!(config.runtime.workers, Some(MAX_WORKERS));
+        one_error(
+            &format!(
+                "[runtime]
+workers = 0
+{MINIMAL}"
+            ),
+            "2:11: runtime.workers must be at least 1, found 0",
+        );
+        one_error(
+            &format!(
+                "[runtime]
+workers = 20000
+{MINIMAL}"
+            ),
+            "2:11: runtime.workers must be at most 256, found 20000",
+        );
+        one_error(
+            &format!(
+                "[runtime]
+workers = \"2\"
+{MINIMAL}"
+            ),
+            "2:11: invalid type for runtime.workers: expected an integer, found a string",
+        );
+        one_error(
+            &format!(
+                "[runtime]
+threads = 2
+{MINIMAL}"
+            ),
+            "2:1: unknown key \"threads\" in [runtime]: expected workers",
         );
     }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use keyway_config::{Config, Log, NodeAddr, Service};
+use keyway_config::{Config, Log, NodeAddr, Runtime, Service};
 use keyway_discovery::{Monitor, MonitorHandle, RouteWatch, ServiceStatus, Timeline};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -125,9 +125,11 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     draining: DrainFlag,
     admin_addr: SocketAddr,
-    /// The configured admin address and log settings: a reload cannot change them.
+    /// The configured admin address, log and runtime settings: a reload cannot
+    /// change them.
     admin_listen: SocketAddr,
     log: Log,
+    runtime: Runtime,
     drain_timeout: Duration,
     /// Sessions of services removed by a reload that may still be draining:
     /// a SIGTERM drain waits for them too.
@@ -181,6 +183,7 @@ impl Proxy {
             admin_addr,
             admin_listen: config.admin.listen,
             log: config.log.clone(),
+            runtime: config.runtime,
             drain_timeout: config.drain.timeout,
             retired: Vec::new(),
             admin_views,
@@ -258,6 +261,9 @@ impl Proxy {
         }
         if config.log != self.log {
             tracing::warn!("[log] changed: it takes effect at the next restart");
+        }
+        if config.runtime != self.runtime {
+            tracing::warn!("[runtime] changed: it takes effect at the next restart");
         }
         // 1. Bind what needs binding; nothing has changed yet if this fails.
         let mut new_sockets: BTreeMap<String, TcpListener> = BTreeMap::new();

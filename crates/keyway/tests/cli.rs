@@ -132,7 +132,7 @@ fn run_serves_redis_cli_survives_sighup_and_stops_on_sigterm() {
         lab.dir(),
         "keyway.toml",
         &format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n[[service]]\nname = \"redis\"\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{}\", \"{}\"]\npassword_file = \"{}\"\n[service.check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nworkers = 5\n[[service]]\nname = \"redis\"\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{}\", \"{}\"]\npassword_file = \"{}\"\n[service.check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n",
             lab.node(0).addr(),
             lab.node(1).addr(),
             password_file.display()
@@ -191,6 +191,10 @@ fn run_serves_redis_cli_survives_sighup_and_stops_on_sigterm() {
     assert!(
         log.contains("session closed"),
         "no session log line:\n{log}"
+    );
+    assert!(
+        log.contains("keyway running") && log.contains("workers=5"),
+        "[runtime] workers = 5 not applied:\n{log}"
     );
     let password = std::fs::read_to_string(password_file).expect("password");
     assert!(!log.contains(&password), "the password reached the log");
