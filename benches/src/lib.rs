@@ -2,8 +2,9 @@
 //! is the criterion bench of the forwarding engines, and `src/bin/load.rs` the
 //! load, memory and scale benchmark against direct Redis and HAProxy. Results
 //! and the commands that produced them are in `benches/README.md`;
-//! `src/bin/failover.rs` is the failover benchmark (`docs/failover.md`). This
-//! file holds what the two benchmark binaries share.
+//! `src/bin/failover.rs` is the failover benchmark (`docs/failover.md`), and
+//! `src/bin/floor.rs` the least-work epoll forwarder that `load` measures as a
+//! floor. This file holds what the two benchmark binaries share.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
