@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The load, idle-memory and scale benchmark: direct Redis, HAProxy and Keyway
-# side by side on 127.0.0.1 (benches/src/bin/load.rs says what it measures).
+# The load, idle-memory and scale benchmark: direct Redis, HAProxy, Keyway and
+# the epoll floor side by side on 127.0.0.1 (benches/src/bin/load.rs says what
+# it measures).
 # Needs redis-server, redis-benchmark and haproxy:
 #   apt-get install -y redis-server redis-tools haproxy
 # Usage: scripts/bench/load.sh [--rounds N] [--quick] [--no-memory] [--no-scale]
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/../.."
 # every process started below inherits this limit.
 ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --locked -p keyway --bin keyway -p keyway-benches --bin load
+cargo build --release --locked -p keyway --bin keyway -p keyway-benches --bin load --bin floor
 target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 mkdir -p "$target_dir/bench"
 out="$target_dir/bench/load-$(date +%Y%m%d-%H%M%S).md"

@@ -1,16 +1,19 @@
-//! The load benchmark: direct Redis, HAProxy and Keyway side by side.
+//! The load benchmark: direct Redis, HAProxy, Keyway and the epoll floor side
+//! by side.
 //!
 //! One command (`scripts/bench/load.sh`, which raises `ulimit -n`, builds in
 //! release mode and runs this binary). It starts a lab master
-//! (`keyway_lab`, no replica), HAProxy from `benches/haproxy/haproxy.cfg` and
-//! Keyway from a generated config, all on 127.0.0.1, then:
+//! (`keyway_lab`, no replica), HAProxy from `benches/haproxy/haproxy.cfg`,
+//! Keyway from a generated config and `floor` (`src/bin/floor.rs`), all on
+//! 127.0.0.1, then:
 //!
-//! 1. runs `redis-benchmark` against direct, HAProxy and Keyway interleaved
-//!    (A B C A B C ...) for each workload, `--rounds` rounds, and records ops/s,
-//!    p50 and p99, each process's CPU time (utime + stime from /proc/PID/stat,
-//!    delta per run) per million requests and per GB (bytes counted by Redis
-//!    itself, `total_net_input_bytes` + `total_net_output_bytes`), then prints
-//!    medians and the Keyway/HAProxy and Keyway/direct ratios;
+//! 1. runs `redis-benchmark` against direct, HAProxy, Keyway and the floor
+//!    interleaved (A B C D A B C D ...) for each workload, `--rounds` rounds,
+//!    and records ops/s, p50 and p99, each process's CPU time (utime + stime
+//!    from /proc/PID/stat, delta per run) per million requests and per GB
+//!    (bytes counted by Redis itself, `total_net_input_bytes` +
+//!    `total_net_output_bytes`), then prints medians and the Keyway/HAProxy,
+//!    Keyway/direct, Keyway/floor and floor/HAProxy ratios;
 //! 2. opens `--idle` idle sessions (connect, one `AUTH` round trip, then
 //!    nothing) through HAProxy and through Keyway and reports RSS per session;
 //! 3. runs one `GET` workload at 100, 1,000 and 10,000 concurrent clients
@@ -18,6 +21,15 @@
 //!
 //! 4. with `--syscalls`, counts each proxy's syscalls per request with
 //!    `strace -c -f` (a slow, separate run: only the counts mean anything).
+//!
+//! The floor is the least work an L4 proxy on epoll can do: one thread, one
+//! recvfrom and one sendto per direction per request, nothing else. Most of a
+//! proxy's CPU is the kernel's TCP work inside those calls, which no proxy can
+//! avoid; the floor measures that part, so `keyway/floor` says how much Keyway
+//! spends above it and `floor/haproxy` how low a CPU ratio against HAProxy can
+//! go at all. It is a byte pipe (redis-benchmark's `AUTH` goes through it to
+//! Redis), and only part of the load and syscall runs, not of the idle-session
+//! and scale ones.
 //!
 //! Usage: `load [--rounds N] [--quick] [--idle N] [--no-load] [--syscalls] [--no-memory] [--no-scale]
 //! [--keyway-workers N]` (the last adds a second Keyway run with
@@ -360,9 +372,9 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
-    /// Starts HAProxy and Keyway (and Keyway with `keyway_workers`, when
-    /// `extra`), waits until each forwards, and returns the targets (direct
-    /// first) and the processes, killed when dropped.
+    /// Starts HAProxy and Keyway (and, when `extra`, Keyway with
+    /// `keyway_workers` and the floor), waits until each forwards, and returns
+    /// the targets (direct first) and the processes, killed when dropped.
     fn start(&self, extra: bool) -> anyhow::Result<(Vec<Target>, Vec<Proc>)> {
         let mut targets = vec![Target {
             name: "direct".into(),
@@ -399,6 +411,16 @@ impl Env<'_> {
             )?;
             targets.push(Target {
                 name,
+                port,
+                pid: Some(proc.0.id()),
+            });
+            procs.push(proc);
+        }
+        if extra {
+            let port = keyway_lab::free_port();
+            let proc = start_floor(self.dir, port, self.node)?;
+            targets.push(Target {
+                name: "floor".into(),
                 port,
                 pid: Some(proc.0.id()),
             });
@@ -579,33 +601,39 @@ fn table(
             );
             summary.insert(t.name.as_str(), [ops, p50, p99, per_m, per_gb]);
         }
-        for k in targets.iter().filter(|t| t.name.starts_with("keyway")) {
-            let Some(kv) = summary.get(k.name.as_str()) else {
+        // Each Keyway against HAProxy, direct and the floor, then the floor
+        // against HAProxy; a row whose targets did not run is left out.
+        let mut pairs: Vec<(&str, &str)> = targets
+            .iter()
+            .filter(|t| t.name.starts_with("keyway"))
+            .flat_map(|k| ["haproxy", "direct", "floor"].map(|base| (k.name.as_str(), base)))
+            .collect();
+        pairs.push(("floor", "haproxy"));
+        for (name, base) in pairs {
+            let (Some(kv), Some(b)) = (summary.get(name), summary.get(base)) else {
                 continue;
             };
-            for base in ["haproxy", "direct"] {
-                let Some(b) = summary.get(base) else { continue };
-                let r = |i: usize| kv[i] / b[i];
-                let cpu = if base == "haproxy" {
-                    format!("{:.2} | {:.2}", r(3), r(4))
-                } else {
-                    "- | -".to_owned()
-                };
-                let _ = writeln!(
-                    ratios,
-                    "| {} | {}/{base} | {:.2} | {:.2} | {:.2} | {cpu} |",
-                    w.name,
-                    k.name,
-                    r(0),
-                    r(1),
-                    r(2)
-                );
-            }
+            let r = |i: usize| kv[i] / b[i];
+            // Direct has no proxy CPU to divide by.
+            let cpu = if base == "direct" {
+                "- | -".to_owned()
+            } else {
+                format!("{:.2} | {:.2}", r(3), r(4))
+            };
+            let _ = writeln!(
+                ratios,
+                "| {} | {name}/{base} | {:.2} | {:.2} | {:.2} | {cpu} |",
+                w.name,
+                r(0),
+                r(1),
+                r(2)
+            );
         }
     }
     let _ = writeln!(
         out,
-        "\nRatios (targets: ops/s >= 1.10, p99 <= 1.00, CPU/M req <= 0.70 for (i) and (ii), CPU/GB <= 0.50 for (iii)):\n"
+        "\nRatios (targets: ops/s >= 1.10, p99 <= 1.00, CPU/M req <= 0.70 for (i) and (ii), CPU/GB <= 0.50 for (iii); \
+         keyway/floor and floor/haproxy have none: they show how far above the epoll floor each proxy is):\n"
     );
     let _ = writeln!(
         out,
@@ -773,6 +801,32 @@ fn start_keyway(
         cmd.env("TOKIO_WORKER_THREADS", workers.to_string());
     }
     Ok(Proc(cmd.spawn().context("keyway")?))
+}
+
+/// Starts the floor forwarder (built next to this binary) in front of `node`.
+fn start_floor(dir: &Path, port: u16, node: SocketAddr) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.parent().context("exe dir")?.join("floor");
+    if !bin.exists() {
+        bail!(
+            "{} not found: cargo build --release -p keyway-benches --bin floor",
+            bin.display()
+        );
+    }
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("floor.log"))?;
+    let child = Command::new(bin)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--upstream")
+        .arg(node.to_string())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("floor")?;
+    Ok(Proc(child))
 }
 
 /// Waits until `AUTH` + `PING` through `port` answer.
