@@ -33,7 +33,7 @@
 //!
 //! Usage: `load [--rounds N] [--quick] [--idle N] [--no-load] [--syscalls] [--no-memory] [--no-scale]
 //! [--keyway-workers N]` (the last adds a second Keyway run with
-//! `TOKIO_WORKER_THREADS=N`, to compare runtime sizes).
+//! `[runtime] workers = N`, to compare worker counts).
 //! The password is the lab's throwaway one; it goes to redis-benchmark with `-a`
 //! and into a 0600 HAProxy config in the lab's temporary directory, never into
 //! the repository.
@@ -779,8 +779,9 @@ fn start_keyway(
     // the default 250 ms probe timeout, the connection storm of 10,000
     // redis-benchmark clients can fail a probe and drop the route, which cuts
     // every session.
+    let runtime = workers.map_or(String::new(), |n| format!("[runtime]\nworkers = {n}\n\n"));
     let cfg = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[log]\nlevel = \"warn\"\n\n\
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[log]\nlevel = \"warn\"\n\n{runtime}\
          [[service]]\nname = \"bench\"\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{node}\"]\n\
          password_file = {password_file:?}\n\n[service.limits]\nmax_sessions = {max}\n\n\
          [service.check]\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 2\nfall = 2\n",
@@ -797,9 +798,6 @@ fn start_keyway(
         .arg(&path)
         .stdout(log.try_clone()?)
         .stderr(log);
-    if let Some(workers) = workers {
-        cmd.env("TOKIO_WORKER_THREADS", workers.to_string());
-    }
     Ok(Proc(cmd.spawn().context("keyway")?))
 }
 

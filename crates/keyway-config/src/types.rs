@@ -39,8 +39,8 @@ pub struct Log {
 /// changes it logs a warning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Runtime {
-    /// Worker threads of the data path (what HAProxy calls `nbthread`).
-    /// `None`: one per CPU, or `TOKIO_WORKER_THREADS` when that is set.
+    /// Worker threads of the data path (what HAProxy calls `nbthread`), each
+    /// with its own event loop. `None`: one per CPU.
     pub workers: Option<usize>,
 }
 

@@ -48,10 +48,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config: path } => match Config::from_file(&path) {
-            Ok(config) => exit(
-                runtime(config.runtime.workers)
-                    .and_then(|rt| rt.block_on(run(config, path.clone()))),
-            ),
+            Ok(config) => exit(runtime().and_then(|rt| rt.block_on(run(config, path.clone())))),
             Err(problems) => {
                 eprintln!("{problems}");
                 eprintln!(
@@ -62,7 +59,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Lab(args) => exit(runtime(None).and_then(|rt| rt.block_on(crate::lab::run(args)))),
+        Command::Lab(args) => exit(runtime().and_then(|rt| rt.block_on(crate::lab::run(args)))),
         Command::Status(args) => exit(crate::status::run(&args)),
     }
 }
@@ -91,15 +88,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The data-path runtime: `workers` threads (`[runtime] workers`), else
-/// tokio's default, which is `TOKIO_WORKER_THREADS` when set and one per CPU
-/// otherwise. The control plane has a thread of its own (`crate::control`).
-fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
-    Ok(builder.enable_all().build()?)
+/// The main runtime: signals, reloads and the accept loops. Sessions run on
+/// the data-path workers (`crate::workers`), probes and the admin server on the
+/// control thread (`crate::control`), so one thread is enough here.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {
@@ -119,7 +114,7 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         services = config.services.len(),
-        workers = tokio::runtime::Handle::current().metrics().num_workers(),
+        workers = proxy.workers(),
         "keyway running"
     );
     crate::serve::serve(proxy, path).await

@@ -1,15 +1,15 @@
-//! The control-plane runtime: one OS thread with its own single-threaded tokio
-//! runtime, for the monitors (probes, sentinel watchers, decisions) and the
-//! admin HTTP server.
+//! Runtimes on threads of their own: the control plane's, and the data-path
+//! workers' (`crate::workers`). Each is one OS thread running a single-threaded
+//! tokio runtime, with its own epoll instance and timers.
 //!
-//! Why a thread of its own: the data path can keep every worker of the main
-//! runtime busy (a storm of thousands of new connections, bulk transfers). A
+//! Why the control plane has a thread of its own: the data path can keep every
+//! worker busy (a storm of thousands of new connections, bulk transfers). A
 //! probe answered in a millisecond must not be *read* hundreds of milliseconds
 //! late because its task waited in a busy worker's queue, or it counts as a
 //! timeout, `fall` is reached, the route drops and every session is cut. The
 //! load benchmark saw exactly that with everything on one runtime. Here the OS
 //! schedules the control thread on its own, and its queue only ever holds
-//! control-plane work. The two runtimes share nothing but watch channels.
+//! control-plane work. The runtimes share nothing but channels and atomics.
 
 use std::io;
 use std::thread::JoinHandle;
@@ -17,56 +17,54 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// The control-plane runtime; stopped (its remaining tasks dropped) when this
-/// value is dropped.
+/// A single-threaded runtime on a thread named `name`; stopped (its remaining
+/// tasks dropped) when this value is dropped.
 #[derive(Debug)]
-pub struct ControlRuntime {
+pub struct RuntimeThread {
     handle: Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl ControlRuntime {
-    pub fn start() -> io::Result<ControlRuntime> {
+impl RuntimeThread {
+    pub fn start(name: String) -> io::Result<RuntimeThread> {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("keyway-control".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = handle_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = handle_tx.send(Ok(runtime.handle().clone()));
-                // Runs the spawned tasks until asked to stop; a dropped sender
-                // (the owner is gone) stops it too.
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = handle_tx.send(Ok(runtime.handle().clone()));
+            // Runs the spawned tasks until asked to stop; a dropped sender
+            // (the owner is gone) stops it too.
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        })?;
         let handle = handle_rx
             .recv()
-            .map_err(|_| io::Error::other("control runtime thread ended at start"))??;
-        Ok(ControlRuntime {
+            .map_err(|_| io::Error::other("runtime thread ended at start"))??;
+        Ok(RuntimeThread {
             handle,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 
-    /// Where to spawn control-plane tasks.
+    /// Where to spawn tasks that run on this thread.
     pub fn handle(&self) -> &Handle {
         &self.handle
     }
 }
 
-impl Drop for ControlRuntime {
+impl Drop for RuntimeThread {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -77,13 +75,19 @@ impl Drop for ControlRuntime {
     }
 }
 
+/// The control-plane runtime: monitors (probes, sentinel watchers,
+/// decisions) and the admin HTTP server, on the thread `keyway-control`.
+pub fn start_control() -> io::Result<RuntimeThread> {
+    RuntimeThread::start("keyway-control".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn runs_tasks_on_its_own_thread_and_stops_on_drop() {
-        let control = ControlRuntime::start().expect("start");
+        let control = start_control().expect("start");
         let name = control
             .handle()
             .spawn(async { std::thread::current().name().map(String::from) })

@@ -43,5 +43,6 @@ pub mod proxy_protocol;
 pub mod serve;
 pub mod signals;
 pub mod status;
+pub mod workers;
 
 pub use proxy::Proxy;

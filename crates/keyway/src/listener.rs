@@ -10,11 +10,13 @@
 //! - Sessions run in the service's own task tracker and stop on the service's
 //!   session token, not on the listener's: stopping the listener (drain, reload
 //!   of the listen address) never cuts an open session.
+//! - Sessions run on the data-path workers (`crate::workers`), not on the
+//!   runtime that accepts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::handler::Handler;
 use crate::metrics::Refused;
 use crate::proxy::ServiceContext;
+use crate::workers::Workers;
 
 /// Accepts clients for one service and spawns a [`Handler`] for each.
 #[derive(Debug)]
@@ -30,6 +33,7 @@ pub struct Listener {
     ctx: watch::Receiver<Arc<ServiceContext>>,
     sessions: TaskTracker,
     sessions_stop: CancellationToken,
+    workers: Arc<Workers>,
 }
 
 impl Listener {
@@ -38,12 +42,14 @@ impl Listener {
         ctx: watch::Receiver<Arc<ServiceContext>>,
         sessions: TaskTracker,
         sessions_stop: CancellationToken,
+        workers: Arc<Workers>,
     ) -> Self {
         Listener {
             tcp,
             ctx,
             sessions,
             sessions_stop,
+            workers,
         }
     }
 
@@ -72,8 +78,25 @@ impl Listener {
                     "max_sessions reached; closing new client");
                 continue;
             };
-            let handler = Handler::new(ctx.clone(), client, peer, permit);
-            self.sessions.spawn(handler.run(self.sessions_stop.clone()));
+            // The socket moves to a worker's event loop: out of this one here,
+            // into that one on the worker's first poll.
+            let client = match client.into_std() {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(service, client = %peer, error = %e, "cannot hand the client to a worker");
+                    continue;
+                }
+            };
+            let stop = self.sessions_stop.clone();
+            self.workers.spawn(&self.sessions, async move {
+                match TcpStream::from_std(client) {
+                    Ok(client) => Handler::new(ctx, client, peer, permit).run(stop).await,
+                    Err(e) => {
+                        tracing::warn!(service = %ctx.service.name, client = %peer, error = %e,
+                        "cannot register the client on a worker")
+                    }
+                }
+            });
         }
         if let Ok(addr) = self.tcp.local_addr() {
             tracing::info!(service = %self.ctx.borrow().service.name, listen = %addr, "listener stopped");

@@ -29,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminServer, AdminState, DrainFlag, ServiceView};
-use crate::control::ControlRuntime;
+use crate::control::{RuntimeThread, start_control};
 use crate::listener::Listener;
 use crate::metrics::{Metrics, ServiceMetrics};
+use crate::workers::Workers;
 
 /// Binds a service's listen address.
 async fn bind(service: &Service) -> anyhow::Result<TcpListener> {
@@ -139,7 +140,9 @@ pub struct Proxy {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Monitors and the admin server run here, away from the data path.
-    control: ControlRuntime,
+    control: RuntimeThread,
+    /// The data-path threads every session runs on.
+    workers: Arc<Workers>,
 }
 
 /// What a reload changed, for the log.
@@ -189,7 +192,10 @@ impl Proxy {
             admin_views,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            control: ControlRuntime::start().context("starting the control-plane thread")?,
+            control: start_control().context("starting the control-plane thread")?,
+            workers: Arc::new(
+                Workers::start(config.runtime.workers).context("starting the worker threads")?,
+            ),
         };
         for (service, tcp) in bound {
             let running = proxy.start_service(service, tcp)?;
@@ -231,7 +237,13 @@ impl Proxy {
         let sessions = TaskTracker::new();
         let sessions_stop = self.shutdown.child_token();
         let accept_stop = self.shutdown.child_token();
-        let listener = Listener::new(tcp, ctx_rx, sessions.clone(), sessions_stop.clone());
+        let listener = Listener::new(
+            tcp,
+            ctx_rx,
+            sessions.clone(),
+            sessions_stop.clone(),
+            self.workers.clone(),
+        );
         self.tasks.spawn(listener.run(accept_stop.clone()));
         tracing::info!(service = %service.name, %listen, nodes = ?service.nodes, "service started");
         Ok(RunningService {
@@ -247,6 +259,11 @@ impl Proxy {
             monitor_stop,
             sessions,
         })
+    }
+
+    /// How many data-path worker threads run.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
     /// Applies a new, already validated configuration without dropping a
@@ -328,6 +345,7 @@ impl Proxy {
                     running.ctx.subscribe(),
                     running.sessions.clone(),
                     running.sessions_stop.clone(),
+                    self.workers.clone(),
                 );
                 self.tasks.spawn(listener.run(running.accept_stop.clone()));
                 tracing::info!(service = %service.name, listen = %running.listen, "service listens on a new address");
