@@ -10,13 +10,14 @@
 //! - Sessions run in the service's own task tracker and stop on the service's
 //!   session token, not on the listener's: stopping the listener (drain, reload
 //!   of the listen address) never cuts an open session.
-//! - Sessions run on the data-path workers (`crate::workers`), not on the
-//!   runtime that accepts.
+//! - A listener runs on one data-path worker (`crate::workers`), each worker
+//!   with its own descriptor of the service's socket; the sessions it accepts
+//!   run on that worker.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,41 +25,46 @@ use tokio_util::task::TaskTracker;
 use crate::handler::Handler;
 use crate::metrics::Refused;
 use crate::proxy::ServiceContext;
-use crate::workers::Workers;
 
 /// Accepts clients for one service and spawns a [`Handler`] for each.
 #[derive(Debug)]
 pub struct Listener {
-    tcp: TcpListener,
+    /// Registered with the runtime that runs [`Listener::run`], at its start.
+    tcp: std::net::TcpListener,
     ctx: watch::Receiver<Arc<ServiceContext>>,
     sessions: TaskTracker,
     sessions_stop: CancellationToken,
-    workers: Arc<Workers>,
 }
 
 impl Listener {
     pub(crate) fn new(
-        tcp: TcpListener,
+        tcp: std::net::TcpListener,
         ctx: watch::Receiver<Arc<ServiceContext>>,
         sessions: TaskTracker,
         sessions_stop: CancellationToken,
-        workers: Arc<Workers>,
     ) -> Self {
         Listener {
             tcp,
             ctx,
             sessions,
             sessions_stop,
-            workers,
         }
     }
 
-    /// Accepts until `stop` is cancelled.
+    /// Accepts until `stop` is cancelled. `tcp` must be non-blocking.
     pub async fn run(self, stop: CancellationToken) {
+        let tcp = match TcpListener::from_std(self.tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::error!(service = %self.ctx.borrow().service.name, error = %e,
+                    "cannot register the listening socket; this worker accepts nothing");
+                return;
+            }
+        };
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
-                accepted = self.tcp.accept() => accepted,
+                accepted = tcp.accept() => accepted,
             };
             let ctx = self.ctx.borrow().clone();
             let service = ctx.service.name.as_str();
@@ -78,27 +84,10 @@ impl Listener {
                     "max_sessions reached; closing new client");
                 continue;
             };
-            // The socket moves to a worker's event loop: out of this one here,
-            // into that one on the worker's first poll.
-            let client = match client.into_std() {
-                Ok(client) => client,
-                Err(e) => {
-                    tracing::warn!(service, client = %peer, error = %e, "cannot hand the client to a worker");
-                    continue;
-                }
-            };
-            let stop = self.sessions_stop.clone();
-            self.workers.spawn(&self.sessions, async move {
-                match TcpStream::from_std(client) {
-                    Ok(client) => Handler::new(ctx, client, peer, permit).run(stop).await,
-                    Err(e) => {
-                        tracing::warn!(service = %ctx.service.name, client = %peer, error = %e,
-                        "cannot register the client on a worker")
-                    }
-                }
-            });
+            let handler = Handler::new(ctx.clone(), client, peer, permit);
+            self.sessions.spawn(handler.run(self.sessions_stop.clone()));
         }
-        if let Ok(addr) = self.tcp.local_addr() {
+        if let Ok(addr) = tcp.local_addr() {
             tracing::info!(service = %self.ctx.borrow().service.name, listen = %addr, "listener stopped");
         }
     }
