@@ -88,7 +88,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The main runtime: signals and reloads. Accept loops and sessions run on
+/// The main runtime: signals, reloads and the accept loops. Sessions run on
 /// the data-path workers (`crate::workers`), probes and the admin server on the
 /// control thread (`crate::control`), so one thread is enough here.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -10,14 +10,13 @@
 //! - Sessions run in the service's own task tracker and stop on the service's
 //!   session token, not on the listener's: stopping the listener (drain, reload
 //!   of the listen address) never cuts an open session.
-//! - A listener runs on one data-path worker (`crate::workers`), each worker
-//!   with its own descriptor of the service's socket; the sessions it accepts
-//!   run on that worker.
+//! - The accept loop runs on the main runtime; each session runs on the
+//!   data-path worker with the fewest open sessions (`crate::workers`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,12 +24,14 @@ use tokio_util::task::TaskTracker;
 use crate::handler::Handler;
 use crate::metrics::Refused;
 use crate::proxy::ServiceContext;
+use crate::workers::Workers;
 
 /// Accepts clients for one service and spawns a [`Handler`] for each.
 #[derive(Debug)]
 pub struct Listener {
     /// Registered with the runtime that runs [`Listener::run`], at its start.
     tcp: std::net::TcpListener,
+    workers: Arc<Workers>,
     ctx: watch::Receiver<Arc<ServiceContext>>,
     sessions: TaskTracker,
     sessions_stop: CancellationToken,
@@ -42,12 +43,14 @@ impl Listener {
         ctx: watch::Receiver<Arc<ServiceContext>>,
         sessions: TaskTracker,
         sessions_stop: CancellationToken,
+        workers: Arc<Workers>,
     ) -> Self {
         Listener {
             tcp,
             ctx,
             sessions,
             sessions_stop,
+            workers,
         }
     }
 
@@ -57,7 +60,7 @@ impl Listener {
             Ok(tcp) => tcp,
             Err(e) => {
                 tracing::error!(service = %self.ctx.borrow().service.name, error = %e,
-                    "cannot register the listening socket; this worker accepts nothing");
+                    "cannot register the listening socket; accepting nothing");
                 return;
             }
         };
@@ -84,8 +87,26 @@ impl Listener {
                     "max_sessions reached; closing new client");
                 continue;
             };
-            let handler = Handler::new(ctx.clone(), client, peer, permit);
-            self.sessions.spawn(handler.run(self.sessions_stop.clone()));
+            // The socket moves to a worker's event loop: out of this one here,
+            // into the worker's when the session first runs there.
+            let client = match client.into_std() {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(service, client = %peer, error = %e,
+                        "cannot hand the client to a worker");
+                    continue;
+                }
+            };
+            let stop = self.sessions_stop.clone();
+            self.workers
+                .spawn(&self.sessions, move |on_worker| async move {
+                    let _on_worker = on_worker;
+                    match TcpStream::from_std(client) {
+                        Ok(client) => Handler::new(ctx, client, peer, permit).run(stop).await,
+                        Err(e) => tracing::warn!(service = %ctx.service.name, client = %peer,
+                        error = %e, "cannot register the client on a worker"),
+                    }
+                });
         }
         if let Ok(addr) = tcp.local_addr() {
             tracing::info!(service = %self.ctx.borrow().service.name, listen = %addr, "listener stopped");

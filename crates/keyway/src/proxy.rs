@@ -41,8 +41,8 @@ async fn bind(service: &Service) -> anyhow::Result<TcpListener> {
 }
 
 /// A non-blocking std listener (SO_REUSEADDR and a backlog of 1024, like
-/// tokio's), for accept loops that run on other runtimes than the one binding
-/// it: the admin server's, and one per data-path worker.
+/// tokio's): the admin server's, which runs on the control thread, and the
+/// services', whose accept loops call `accept(2)` themselves (`Listener`).
 fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -54,23 +54,6 @@ fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
-}
-
-/// Runs an accept loop for `tcp` on every data-path worker, each on its own
-/// descriptor of the one socket (`dup`), tracked by `tasks` and stopped by
-/// `accept_stop`; see `crate::workers` for why.
-fn accept_on_workers(
-    workers: &Workers,
-    tasks: &TaskTracker,
-    tcp: &TcpListener,
-    accept_stop: &CancellationToken,
-    listener: impl Fn(TcpListener) -> Listener,
-) -> anyhow::Result<()> {
-    for worker in workers.handles() {
-        let dup = tcp.try_clone().context("dup of the listening socket")?;
-        tasks.spawn_on(listener(dup).run(accept_stop.clone()), worker);
-    }
-    Ok(())
 }
 
 /// What the sessions of one service share: its settings, route and limits.
@@ -254,9 +237,14 @@ impl Proxy {
         let sessions = TaskTracker::new();
         let sessions_stop = self.shutdown.child_token();
         let accept_stop = self.shutdown.child_token();
-        accept_on_workers(&self.workers, &self.tasks, &tcp, &accept_stop, |tcp| {
-            Listener::new(tcp, ctx_rx.clone(), sessions.clone(), sessions_stop.clone())
-        })?;
+        let listener = Listener::new(
+            tcp,
+            ctx_rx,
+            sessions.clone(),
+            sessions_stop.clone(),
+            self.workers.clone(),
+        );
+        self.tasks.spawn(listener.run(accept_stop.clone()));
         tracing::info!(service = %service.name, %listen, nodes = ?service.nodes, "service started");
         Ok(RunningService {
             name: service.name.clone(),
@@ -352,20 +340,14 @@ impl Proxy {
                 running.listen = tcp.local_addr()?;
                 running.configured_listen = service.listen;
                 running.admin.listen = running.listen;
-                accept_on_workers(
-                    &self.workers,
-                    &self.tasks,
-                    &tcp,
-                    &running.accept_stop,
-                    |tcp| {
-                        Listener::new(
-                            tcp,
-                            running.ctx.subscribe(),
-                            running.sessions.clone(),
-                            running.sessions_stop.clone(),
-                        )
-                    },
-                )?;
+                let listener = Listener::new(
+                    tcp,
+                    running.ctx.subscribe(),
+                    running.sessions.clone(),
+                    running.sessions_stop.clone(),
+                    self.workers.clone(),
+                );
+                self.tasks.spawn(listener.run(running.accept_stop.clone()));
                 tracing::info!(service = %service.name, listen = %running.listen, "service listens on a new address");
             }
         }

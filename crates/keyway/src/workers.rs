@@ -1,10 +1,8 @@
 //! The data-path workers: `[runtime] workers` threads, each a single-threaded
 //! runtime with its own epoll instance (`crate::control::RuntimeThread`), like
-//! HAProxy's threads. Every worker runs an accept loop for every service, on
-//! its own descriptor of the service's socket (`Proxy` does the `dup`): the
-//! first worker to wake accepts a new client, and the session then lives on
-//! that worker until it ends. A worker busy forwarding wakes late, so new
-//! clients go to the idle ones.
+//! HAProxy's threads. The accept loops run on the main runtime and hand each
+//! new session to the worker with the fewest open sessions; the session then
+//! lives on that thread until it ends.
 //!
 //! Why not tokio's multi-thread runtime, which the first versions used: its
 //! workers share one epoll instance and steal tasks from each other. With
@@ -13,23 +11,34 @@
 //! holding the event loop is preempted, no other worker sees new events. A
 //! worker per thread with its own event loop has neither; what it gives up,
 //! moving a busy session to an idle thread, matters little for Redis
-//! sessions, which are many, long-lived and alike. Why accept on every worker
-//! rather than on one thread that hands sockets over: moving a registered
-//! socket from one runtime to another (`into_std`, `from_std`) cost 2.3 KB of
-//! memory per idle session in the benchmark, and a wakeup of the worker per
-//! new client.
+//! sessions, which are many, long-lived and alike.
+//!
+//! Why not accept on every worker, each on a `dup` of the listening socket, as
+//! a later version did: the first worker to wake drained the whole accept
+//! queue, so a burst of new clients (every redis-benchmark run, every client
+//! pool at start) landed on one worker and the other stayed idle.
 
+use std::future::Future;
 use std::io;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::runtime::Handle;
+use tokio_util::task::TaskTracker;
 
 use crate::control::RuntimeThread;
 
 /// See the module doc.
 #[derive(Debug)]
 pub struct Workers {
-    threads: Vec<RuntimeThread>,
+    threads: Vec<Worker>,
+}
+
+#[derive(Debug)]
+struct Worker {
+    thread: RuntimeThread,
+    /// Sessions open on this worker.
+    sessions: Arc<AtomicUsize>,
 }
 
 impl Workers {
@@ -39,7 +48,12 @@ impl Workers {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
             .max(1);
         let threads = (0..count)
-            .map(|i| RuntimeThread::start(format!("keyway-worker-{i}")))
+            .map(|i| {
+                Ok(Worker {
+                    thread: RuntimeThread::start(format!("keyway-worker-{i}"))?,
+                    sessions: Arc::default(),
+                })
+            })
             .collect::<io::Result<_>>()?;
         Ok(Workers { threads })
     }
@@ -54,31 +68,98 @@ impl Workers {
         self.threads.is_empty()
     }
 
-    /// Where to spawn tasks on each worker.
-    pub fn handles(&self) -> impl Iterator<Item = &Handle> {
-        self.threads.iter().map(RuntimeThread::handle)
+    /// Runs the future `session` makes on the worker with the fewest open
+    /// sessions, tracked by `tracker` (drain and reload wait on it). The future
+    /// must hold the [`OnWorker`] it is given for as long as it runs, and
+    /// create its sockets' registrations when first polled, on that worker.
+    ///
+    /// A closure rather than a future so that the session's future is the
+    /// task's, not wrapped in another `async` block: an `async` block that
+    /// awaits a future it captured keeps two copies of it (the captured one
+    /// and the one being awaited), which cost 2.3 KB per idle session.
+    pub fn spawn<F, Fut>(&self, tracker: &TaskTracker, session: F)
+    where
+        F: FnOnce(OnWorker) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(worker) = self
+            .threads
+            .iter()
+            .min_by_key(|w| w.sessions.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        let on_worker = OnWorker::new(worker.sessions.clone());
+        worker
+            .thread
+            .handle()
+            .spawn(tracker.track_future(session(on_worker)));
+    }
+}
+
+/// Counts one session on its worker for as long as it is held.
+#[derive(Debug)]
+pub struct OnWorker(Arc<AtomicUsize>);
+
+impl OnWorker {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        OnWorker(count)
+    }
+}
+
+impl Drop for OnWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     #[tokio::test]
-    async fn each_worker_runs_tasks_on_a_thread_of_its_own() {
-        let workers = Workers::start(Some(3)).expect("start");
-        assert_eq!(workers.len(), 3);
-        let mut names = Vec::new();
-        for handle in workers.handles() {
-            let name = handle
-                .spawn(async { std::thread::current().name().map(String::from) })
-                .await
-                .expect("task");
-            names.push(name.expect("thread name"));
+    async fn sessions_go_to_the_least_busy_worker_and_are_tracked() {
+        let workers = Workers::start(Some(2)).expect("start");
+        assert_eq!(workers.len(), 2);
+        let tracker = TaskTracker::new();
+        let mut release = Vec::new();
+        let (names_tx, mut names_rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..4 {
+            let (tx, rx) = oneshot::channel::<()>();
+            release.push(tx);
+            let names = names_tx.clone();
+            workers.spawn(&tracker, move |on_worker| async move {
+                let _on_worker = on_worker;
+                let _ = names.send(std::thread::current().name().map(String::from));
+                let _ = rx.await;
+            });
         }
+        let mut names = Vec::new();
+        for _ in 0..4 {
+            names.push(names_rx.recv().await.flatten().expect("thread name"));
+        }
+        names.sort();
+        // Two open sessions on each: the spawn order alternates.
         assert_eq!(
             names,
-            ["keyway-worker-0", "keyway-worker-1", "keyway-worker-2"]
+            [
+                "keyway-worker-0",
+                "keyway-worker-0",
+                "keyway-worker-1",
+                "keyway-worker-1"
+            ]
+        );
+        tracker.close();
+        assert_eq!(tracker.len(), 4);
+        drop(release);
+        tracker.wait().await;
+        assert!(
+            workers
+                .threads
+                .iter()
+                .all(|w| w.sessions.load(Ordering::Relaxed) == 0)
         );
     }
 
