@@ -13,6 +13,7 @@
 
 use std::io;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -64,6 +65,16 @@ impl RuntimeThread {
     }
 }
 
+/// Whether the runtime behind `handle` runs a new task within `within`: false
+/// when its thread is stuck in one task (a blocking call, a loop that never
+/// yields) or its runtime is gone. For the systemd watchdog.
+pub async fn answers(handle: &Handle, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, handle.spawn(async {})).await,
+        Ok(Ok(()))
+    )
+}
+
 impl Drop for RuntimeThread {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -103,5 +114,31 @@ mod tests {
         // The runtime is gone: the pending task is dropped with it.
         assert!(rx.await.is_err());
         assert!(pending.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn answers_unless_stuck_or_gone() {
+        let thread = RuntimeThread::start("keyway-test".into()).expect("start");
+        let handle = thread.handle().clone();
+        assert!(answers(&handle, Duration::from_secs(5)).await);
+        // A task that blocks its thread: nothing else runs there meanwhile.
+        let (started_tx, started_rx) = oneshot::channel();
+        handle.spawn(async move {
+            let _ = started_tx.send(());
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        started_rx.await.expect("blocking task started");
+        assert!(!answers(&handle, Duration::from_millis(50)).await);
+        // Once the owner is gone the runtime stops (after the blocking task),
+        // and from then on nothing answers.
+        drop(thread);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while answers(&handle, Duration::from_millis(100)).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a dropped runtime still answers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

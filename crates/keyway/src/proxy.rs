@@ -145,6 +145,22 @@ pub struct Proxy {
     workers: Arc<Workers>,
 }
 
+/// The threads a running proxy needs besides the main one (see
+/// [`Proxy::liveness`]).
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    control: tokio::runtime::Handle,
+    workers: Arc<Workers>,
+}
+
+impl Liveness {
+    /// Whether the control thread and every worker run a new task within
+    /// `within` each.
+    pub async fn check(&self, within: Duration) -> bool {
+        crate::control::answers(&self.control, within).await && self.workers.answer(within).await
+    }
+}
+
 /// What a reload changed, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadSummary {
@@ -259,6 +275,15 @@ impl Proxy {
             monitor_stop,
             sessions,
         })
+    }
+
+    /// What the watchdog checks before each ping: the control thread and every
+    /// data-path worker.
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            control: self.control.handle().clone(),
+            workers: self.workers.clone(),
+        }
     }
 
     /// How many data-path worker threads run.

@@ -10,8 +10,10 @@
 //! 3. on SIGTERM / SIGINT: `STOPPING=1`, `/healthz` 503 at once, drain for up to
 //!    `drain.timeout`; a second signal closes the remaining sessions at once.
 //!
-//! `WATCHDOG=1` is sent at half of `WATCHDOG_USEC` by a task on the same runtime,
-//! so a stalled runtime stops the pings and systemd restarts the process.
+//! `WATCHDOG=1` is sent at half of `WATCHDOG_USEC` by a task on the main
+//! runtime, and only when the control thread and every data-path worker have
+//! just run a task (`Proxy::liveness`): a stalled thread, any of them, stops the
+//! pings and systemd restarts the process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,12 +39,23 @@ pub async fn serve(mut proxy: Proxy, config_path: PathBuf) -> anyhow::Result<()>
     if let Some(interval) = watchdog_interval() {
         let notifier = notifier.clone();
         let stop = shutdown.clone();
+        let liveness = proxy.liveness();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => notifier.watchdog(),
+                    _ = tick.tick() => {}
                     () = stop.cancelled() => break,
+                }
+                // Half the interval for the check leaves the other half, and
+                // the next tick, before systemd's deadline.
+                if liveness.check(interval / 2).await {
+                    notifier.watchdog();
+                } else {
+                    tracing::error!(
+                        "a worker or the control thread did not answer; \
+                        no watchdog ping, systemd will restart keyway if this lasts"
+                    );
                 }
             }
         });

@@ -23,10 +23,11 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use crate::control::RuntimeThread;
+use crate::control::{RuntimeThread, answers};
 
 /// See the module doc.
 #[derive(Debug)]
@@ -61,6 +62,17 @@ impl Workers {
     /// How many workers run.
     pub fn len(&self) -> usize {
         self.threads.len()
+    }
+
+    /// Whether every worker runs a new task within `within` (the watchdog's
+    /// check that no worker's event loop is stuck).
+    pub async fn answer(&self, within: Duration) -> bool {
+        for worker in &self.threads {
+            if !answers(worker.thread.handle(), within).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Always false: there is at least one worker.
@@ -161,6 +173,19 @@ mod tests {
                 .iter()
                 .all(|w| w.sessions.load(Ordering::Relaxed) == 0)
         );
+    }
+
+    #[tokio::test]
+    async fn one_stuck_worker_fails_the_check() {
+        let workers = Workers::start(Some(2)).expect("start");
+        assert!(workers.answer(Duration::from_secs(5)).await);
+        let (started_tx, started_rx) = oneshot::channel();
+        workers.threads[1].thread.handle().spawn(async move {
+            let _ = started_tx.send(());
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        started_rx.await.expect("blocking task started");
+        assert!(!workers.answer(Duration::from_millis(50)).await);
     }
 
     #[test]
