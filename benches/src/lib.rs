@@ -8,8 +8,9 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
@@ -31,15 +32,40 @@ pub fn keyway_bin() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("KEYWAY_BIN") {
         return Ok(PathBuf::from(path));
     }
+    sibling_bin(
+        "keyway",
+        "cargo build --release -p keyway (or set KEYWAY_BIN)",
+    )
+}
+
+/// A binary built next to the running one, or an error that says how to
+/// build it (`build`).
+pub fn sibling_bin(name: &str, build: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("exe dir")?.join("keyway");
+    let bin = exe.parent().context("exe dir")?.join(name);
     if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p keyway (or set KEYWAY_BIN)",
-            bin.display()
-        );
+        bail!("{} not found: {build}", bin.display());
     }
     Ok(bin)
+}
+
+/// Starts HAProxy (`-db`, in the foreground) on `cfg`, which holds a
+/// password: written to `path` with mode 0600 before the text goes in. Its
+/// output is appended to `log`.
+pub fn start_haproxy_with(path: &Path, cfg: &str, log: &Path) -> anyhow::Result<Proc> {
+    fs::write(path, "")?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    fs::write(path, cfg)?;
+    let log = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("haproxy (apt-get install -y haproxy)")?;
+    Ok(Proc(child))
 }
 
 /// The first line a command prints (a tool's version, for the report).

@@ -48,13 +48,12 @@
 //! `target/bench/failover-<unix time>`). The password is the lab's throwaway
 //! one; HAProxy's copy lives in a 0600 file in the lab's temporary directory.
 
-use keyway_benches::{Proc, first_line, keyway_bin};
+use keyway_benches::{Proc, first_line, keyway_bin, start_haproxy_with};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1465,20 +1464,11 @@ fn start_haproxy(lab: &Lab, port: u16, password: &str) -> anyhow::Result<Proc> {
         .replace("@NODE1@", &nodes[1].addr().to_string())
         .replace("@NODE2@", &nodes[2].addr().to_string())
         .replace("@PASSWORD@", password);
-    let path = lab.dir().join("haproxy.cfg");
-    fs::write(&path, "")?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-    fs::write(&path, cfg)?;
-    let log = fs::File::create(lab.dir().join(format!("{HAPROXY}.log")))?;
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("haproxy (apt-get install -y haproxy)")?;
-    Ok(Proc(child))
+    start_haproxy_with(
+        &lab.dir().join("haproxy.cfg"),
+        &cfg,
+        &lab.dir().join(format!("{HAPROXY}.log")),
+    )
 }
 
 /// Keyway following the lab's sentinels; `check` is (interval, timeout), or

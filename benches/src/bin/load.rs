@@ -38,13 +38,12 @@
 //! and into a 0600 HAProxy config in the lab's temporary directory, never into
 //! the repository.
 
-use keyway_benches::{Proc, first_line, keyway_bin, machine};
+use keyway_benches::{Proc, first_line, keyway_bin, machine, sibling_bin, start_haproxy_with};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -748,22 +747,7 @@ fn start_haproxy(
         .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
         .replace("@NODE@", &node.to_string())
         .replace("@PASSWORD@", password);
-    let path = dir.join("haproxy.cfg");
-    fs::write(&path, "")?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-    fs::write(&path, cfg)?;
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("haproxy.log"))?;
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&path)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("haproxy (apt-get install -y haproxy)")?;
-    Ok(Proc(child))
+    start_haproxy_with(&dir.join("haproxy.cfg"), &cfg, &dir.join("haproxy.log"))
 }
 
 fn start_keyway(
@@ -803,14 +787,10 @@ fn start_keyway(
 
 /// Starts the floor forwarder (built next to this binary) in front of `node`.
 fn start_floor(dir: &Path, port: u16, node: SocketAddr) -> anyhow::Result<Proc> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("exe dir")?.join("floor");
-    if !bin.exists() {
-        bail!(
-            "{} not found: cargo build --release -p keyway-benches --bin floor",
-            bin.display()
-        );
-    }
+    let bin = sibling_bin(
+        "floor",
+        "cargo build --release -p keyway-benches --bin floor",
+    )?;
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
