@@ -35,7 +35,7 @@ use crate::metrics::{Metrics, ServiceMetrics};
 use crate::workers::Workers;
 
 /// Binds a service's listen address.
-async fn bind(service: &Service) -> anyhow::Result<TcpListener> {
+fn bind(service: &Service) -> anyhow::Result<TcpListener> {
     bind_std(service.listen)
         .with_context(|| format!("service {}: listen on {}", service.name, service.listen))
 }
@@ -186,7 +186,7 @@ impl Proxy {
     pub async fn start(config: &Config) -> anyhow::Result<Proxy> {
         let mut bound = Vec::new();
         for service in &config.services {
-            bound.push((service.clone(), bind(service).await?));
+            bound.push((service.clone(), bind(service)?));
         }
         let admin = bind_std(config.admin.listen)
             .with_context(|| format!("admin: listen on {}", config.admin.listen))?;
@@ -316,7 +316,7 @@ impl Proxy {
                 .find(|r| r.name == service.name)
                 .is_none_or(|r| r.configured_listen != service.listen);
             if needs_socket {
-                new_sockets.insert(service.name.clone(), bind(service).await?);
+                new_sockets.insert(service.name.clone(), bind(service)?);
             }
         }
         let mut summary = ReloadSummary::default();
